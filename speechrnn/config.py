@@ -1,0 +1,225 @@
+"""Typed configuration: frozen dataclasses, loaded from YAML, overridden from the CLI.
+
+A config file mirrors the dataclass tree (``features: {n_mfcc: 13}``); CLI overrides use
+dotted keys (``--set features.n_mfcc=20``) with values parsed as YAML scalars. Unknown
+keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """MFCC front end. 1 s of audio gives ``1 + 1000 // hop_ms`` frames (101 by default)."""
+
+    sample_rate: int = 16000
+    n_mfcc: int = 13
+    n_mels: int = 40
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    fmin: float = 20.0
+    fmax: float = 7600.0
+    preemphasis: float = 0.97
+    deltas: int = 2  # 0: MFCC only, 1: + delta, 2: + delta and delta-delta
+    cmvn: str = "utterance"  # "none" | "utterance" | "global"
+    cmvn_stats: str | None = None  # JSON written by ``compute_global_cmvn`` (cmvn=global)
+
+    def __post_init__(self):
+        if self.deltas not in (0, 1, 2):
+            raise ConfigError(f"features.deltas must be 0, 1 or 2, not {self.deltas}")
+        if self.cmvn not in ("none", "utterance", "global"):
+            raise ConfigError(f"features.cmvn must be none|utterance|global, not {self.cmvn!r}")
+        if self.win_ms < self.hop_ms or self.hop_ms <= 0:
+            raise ConfigError("features.win_ms must be >= features.hop_ms > 0")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ConfigError("features need 0 <= fmin < fmax <= sample_rate / 2")
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc * (1 + self.deltas)
+
+    @property
+    def frames_per_second(self) -> float:
+        return 1000.0 / self.hop_ms
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    """Time and frequency masking (Park et al., 2019) applied to training batches only."""
+
+    enabled: bool = False
+    freq_masks: int = 2
+    freq_width: int = 6  # at most this many feature channels per mask
+    time_masks: int = 2
+    time_width: int = 20  # at most this many frames per mask ...
+    time_ratio: float = 0.1  # ... and at most this fraction of the utterance
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    batch_size: int = 16
+    buckets: int = 6  # length buckets (quantiles of the training lengths)
+    shuffle_buffer: int = 2048
+    workers: int = 2  # feature extraction threads
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where manifests come from: a corpus import, or the synthetic corpus (``kind: synth``).
+
+    A relative ``source`` that does not exist is looked up under the corpora folder
+    (``--corpora`` or ``SPEECHRNN_CORPORA``).
+    """
+
+    kind: str = "synth"  # synth, or an importer: fsdd, speechocean762, kaldi, librispeech, ...
+    source: str | None = None
+    out: str = "data/synth"
+    cache: str = "data/cache/features"  # feature cache folder ("" for none)
+    format: str = "jsonl"
+    seed: int = 0
+    train: str = "train"  # manifest names used for training, model selection and testing
+    dev: str = "dev"
+    test: str = "test"
+    test_speakers: tuple[str, ...] = ()
+    dev_speakers: tuple[str, ...] = ()
+    dev_fraction: float | None = None
+    per_speaker: int = 300  # fsdd: connected strings per training speaker
+    synth_train: int = 1200  # synth: utterances per split
+    synth_dev: int = 120
+    synth_test: int = 200
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a pipeline run needs; logged whole to MLflow."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+
+
+# --------------------------------------------------------------------------- machinery
+
+
+def _strip_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if value is None:
+        return None
+    hint = _strip_optional(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(hint, value, prefix=f"{key}.")
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        args = typing.get_args(hint)
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if hint is int and float(value) != int(value):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return hint(value)
+    if hint is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg, prefix: str = "") -> dict[str, Any]:
+    """``{"features.n_mfcc": 13, ...}``: every leaf, for logging as parameters."""
+    out: dict[str, Any] = {}
+    for key, value in (to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg).items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``key.sub=value`` strings to a nested dict (values parsed as YAML)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides=()):
+    """Defaults <- YAML file <- dotted overrides, validated into ``cls``."""
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_dict(cls, apply_overrides(data, overrides))
+
+
+def dump_yaml(cfg) -> str:
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return yaml.safe_dump(plain(to_dict(cfg)), sort_keys=False)
