@@ -1,0 +1,204 @@
+"""Features: librosa MFCC (+ deltas), CMVN, and an on-disk cache.
+
+Output contract: float32 ``(frames, n_features)`` at ``hop_ms`` (10 ms) per frame;
+1 s of audio gives 101 frames with the default centred 25 ms window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import librosa
+import numpy as np
+
+from .audio import AudioError, load_audio
+from .config import FeatureConfig
+
+CACHE_VERSION = 1  # bump when the computation changes in a way the config does not show
+
+
+def _n_fft(win_length: int) -> int:
+    return 1 << max(win_length - 1, 1).bit_length()
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float):
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin,
+                               fmax=fmax).astype(np.float32)
+
+
+def mfcc(audio: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """MFCC (and deltas) of 1-D float audio at ``config.sample_rate``, not normalised."""
+    sr = config.sample_rate
+    win = int(round(sr * config.win_ms / 1000))
+    hop = int(round(sr * config.hop_ms / 1000))
+    n_fft = _n_fft(win)
+    audio = np.asarray(audio, dtype=np.float32)
+    if config.preemphasis:
+        audio = np.concatenate([audio[:1], audio[1:] - config.preemphasis * audio[:-1]])
+    with warnings.catch_warnings():
+        if len(audio) < n_fft:  # librosa warns; a few frames of a tiny clip are still right
+            warnings.simplefilter("ignore", UserWarning)
+        spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop, win_length=win,
+                            window="hann", center=True, pad_mode="constant")
+    power = spec.real**2 + spec.imag**2
+    mel = _mel_basis(sr, n_fft, config.n_mels, config.fmin, config.fmax) @ power
+    log_mel = librosa.power_to_db(mel, amin=1e-10, top_db=80.0)
+    coeffs = librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc)
+    parts = [coeffs]
+    if config.deltas:
+        frames = coeffs.shape[1]
+        width = min(9, frames if frames % 2 else frames - 1)
+        for order in range(1, config.deltas + 1):
+            if width >= 3:
+                parts.append(librosa.feature.delta(coeffs, width=width, order=order,
+                                                   mode="nearest"))
+            else:
+                parts.append(np.zeros_like(coeffs))
+    return np.ascontiguousarray(np.concatenate(parts, axis=0).T, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class CMVN:
+    """Global mean and variance normalisation statistics, one value per feature."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    frames: int = 0
+
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.std).astype(np.float32)
+
+    @classmethod
+    def compute(cls, arrays: Iterable[np.ndarray], floor: float = 1e-5) -> CMVN:
+        total = sq = None
+        count = 0
+        for x in arrays:
+            x = np.asarray(x, dtype=np.float64)
+            total = x.sum(0) if total is None else total + x.sum(0)
+            sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
+            count += len(x)
+        if not count:
+            raise ValueError("no frames to compute CMVN statistics from")
+        mean = total / count
+        std = np.sqrt(np.maximum(sq / count - mean * mean, floor**2))
+        return cls(mean.astype(np.float32), std.astype(np.float32), count)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist(),
+                                          "frames": self.frames}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> CMVN:
+        obj = json.loads(Path(path).read_text())
+        return cls(np.asarray(obj["mean"], np.float32), np.asarray(obj["std"], np.float32),
+                   int(obj.get("frames", 0)))
+
+
+def utterance_cmvn(features: np.ndarray, floor: float = 1e-5) -> np.ndarray:
+    mean = features.mean(axis=0, keepdims=True)
+    std = np.maximum(features.std(axis=0, keepdims=True), floor)
+    return ((features - mean) / std).astype(np.float32)
+
+
+class FeatureCache:
+    """Features on disk, keyed by the audio file's bytes, the segment and the config.
+
+    An entry is written to a temporary file and renamed into place, so a reader sees a whole
+    entry or none, whatever other processes are doing; an entry that fails to load (a crash
+    mid-write on a filesystem without atomic rename, a truncated disk) counts as a miss and
+    is rewritten.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def key(path: str | Path, config: FeatureConfig, offset: float = 0.0,
+            end: float | None = None) -> str:
+        h = hashlib.blake2b(digest_size=20)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        extraction = {k: v for k, v in dataclasses.asdict(config).items()
+                      if k not in ("cmvn", "cmvn_stats")}
+        h.update(json.dumps([CACHE_VERSION, extraction, offset, end], sort_keys=True).encode())
+        return h.hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self._path(key)
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError):
+            return None  # damaged entry: recompute and overwrite
+
+    def put(self, key: str, features: np.ndarray) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, features, allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class FeatureExtractor:
+    """Audio file -> normalised features, through the cache when one is given."""
+
+    def __init__(self, config: FeatureConfig = FeatureConfig(),
+                 cache_dir: str | Path | None = None, cmvn: CMVN | None = None):
+        self.config = config
+        self.cache = FeatureCache(cache_dir) if cache_dir else None
+        if config.cmvn == "global" and cmvn is None:
+            if not config.cmvn_stats:
+                raise ValueError("features.cmvn=global needs features.cmvn_stats "
+                                 "(see compute_global_cmvn)")
+            cmvn = CMVN.load(config.cmvn_stats)
+        self.cmvn = cmvn
+
+    def raw(self, path: str | Path, offset: float = 0.0, end: float | None = None):
+        """Un-normalised features of a file (segment), from the cache if there."""
+        key = None
+        if self.cache is not None:
+            try:
+                key = FeatureCache.key(path, self.config, offset, end)
+            except OSError as err:
+                raise AudioError(path, f"cannot read file ({err.strerror})") from None
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        audio = load_audio(path, self.config.sample_rate, offset, end)
+        feats = mfcc(audio, self.config)
+        if key is not None:
+            self.cache.put(key, feats)
+        return feats
+
+    def normalize(self, features: np.ndarray) -> np.ndarray:
+        if self.config.cmvn == "utterance":
+            return utterance_cmvn(features)
+        if self.config.cmvn == "global":
+            return self.cmvn.apply(features)
+        return features
+
+    def __call__(self, path: str | Path, offset: float = 0.0, end: float | None = None):
+        return self.normalize(self.raw(path, offset, end))
+
+    def from_audio(self, audio: np.ndarray) -> np.ndarray:
+        return self.normalize(mfcc(audio, self.config))
