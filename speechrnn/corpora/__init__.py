@@ -1,0 +1,75 @@
+"""Importers: a corpus on disk -> manifests (+ ``rejected.tsv``), and the synthetic corpus."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .fsdd import import_fsdd
+from .importer import ImportOptions, ImportResult, Rejected, split_by_speaker, validate
+from .kaldi import import_kaldi
+from .librispeech import import_librispeech
+from .synth import SynthError, make_synth_corpus
+from .tables import import_commonvoice, import_generic, import_speechocean762
+
+IMPORTERS: dict[str, Callable[[Path, ImportOptions], ImportResult]] = {
+    "fsdd": import_fsdd,
+    "speechocean762": import_speechocean762,
+    "kaldi": import_kaldi,
+    "librispeech": import_librispeech,
+    "commonvoice": import_commonvoice,
+    "generic": import_generic,
+}
+
+
+def import_corpus(kind: str, source: str | Path, options: ImportOptions) -> ImportResult:
+    """Import ``source`` with the importer named ``kind`` (a key of ``IMPORTERS``)."""
+    if kind not in IMPORTERS:
+        raise ValueError(f"unknown corpus kind {kind!r}; choose from {', '.join(IMPORTERS)}")
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: corpus source not found")
+    return IMPORTERS[kind](source, options)
+
+
+def resolve_source(source: str, corpora: str | Path | None = None) -> Path:
+    """``source`` as given if it exists, else under the corpora folder
+    (``corpora`` or ``$SPEECHRNN_CORPORA``)."""
+    path = Path(source)
+    if path.exists() or path.is_absolute():
+        return path
+    root = corpora or os.environ.get("SPEECHRNN_CORPORA")
+    if root and (Path(root) / source).exists():
+        return Path(root) / source
+    raise FileNotFoundError(f"{source}: corpus source not found (give a path, or set "
+                            "--corpora / SPEECHRNN_CORPORA to the folder that holds it)")
+
+
+def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
+                 progress: bool | None = None) -> ImportResult | None:
+    """Build the manifests ``cfg`` (a ``DataConfig``) names, unless they already exist.
+
+    Returns the import result, or None when every manifest was already there.
+    """
+    out = Path(cfg.out)
+    wanted = [out / f"{name}.{cfg.format}" for name in (cfg.train, cfg.dev, cfg.test)]
+    if not force and all(p.exists() for p in wanted):
+        return None
+    options = ImportOptions(out=out, format=cfg.format, seed=cfg.seed,
+                            test_speakers=tuple(cfg.test_speakers),
+                            dev_speakers=tuple(cfg.dev_speakers),
+                            dev_fraction=cfg.dev_fraction, progress=progress)
+    if cfg.kind == "synth":
+        return make_synth_corpus(options, cfg.synth_train, cfg.synth_dev, cfg.synth_test)
+    if cfg.source is None:
+        raise ValueError(f"data.source is required for data.kind={cfg.kind}")
+    source = resolve_source(cfg.source, corpora)
+    if cfg.kind == "fsdd":
+        return import_fsdd(source, options, per_speaker=cfg.per_speaker)
+    return import_corpus(cfg.kind, source, options)
+
+
+__all__ = ["IMPORTERS", "ImportOptions", "ImportResult", "Rejected", "SynthError",
+           "import_corpus", "make_synth_corpus", "prepare_data", "resolve_source",
+           "split_by_speaker", "validate"]

@@ -1,0 +1,122 @@
+"""Free Spoken Digit Dataset: isolated digits, and connected digit strings built from them.
+
+Recordings are named ``{digit}_{speaker}_{take}.wav``; the transcript is the digit's word.
+The importer writes ``isolated.jsonl`` (every good recording) and speaker-disjoint
+``train``/``dev``/``test`` manifests of connected strings ("four one five nine"): 2 to 7
+real recordings of one speaker joined by short random pauses, written as 16 kHz WAV under
+``audio/``. Test speakers (``--test-speakers``, else one chosen by the seed) appear in no
+other split. Dev is made of ``--dev-speakers`` if given, else of the takes ending in 9
+(10 %) of the training speakers, which train never uses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE, load_audio, save_audio
+from ..manifest import Utterance
+from ..progress import parallel_map
+from .importer import ImportOptions, ImportResult, Rejected, validate, write_result
+
+DIGITS = "zero one two three four five six seven eight nine".split()
+NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
+
+
+def scan(source: Path, rejected: list[Rejected]) -> list[Utterance]:
+    folder = source / "recordings" if (source / "recordings").is_dir() else source
+    rows = []
+    for path in sorted(folder.glob("*.wav")):
+        m = NAME.match(path.stem)
+        if not m:
+            rejected.append(Rejected("isolated", path.stem, str(path),
+                                     "file name is not {digit}_{speaker}_{take}.wav"))
+            continue
+        rows.append(Utterance(audio=str(path), text=DIGITS[int(m.group(1))], duration=0.0,
+                              speaker=m.group(2), id=path.stem))
+    if not rows:
+        raise FileNotFoundError(f"{source}: no FSDD recordings "
+                                "({digit}_{speaker}_{take}.wav)")
+    return rows
+
+
+def _take(row: Utterance) -> int:
+    return int(NAME.match(row.id).group(3))
+
+
+def connected(pool: list[Utterance], count: int, rng: np.random.Generator, folder: Path,
+              prefix: str, workers: int, progress) -> list[Utterance]:
+    """``count`` strings of 2-7 recordings from ``pool`` joined by random pauses."""
+    plans = []
+    for i in range(count):
+        picks = rng.choice(len(pool), size=int(rng.integers(2, 8)), replace=True)
+        gaps = rng.uniform(0.05, 0.35, size=len(picks) + 1)
+        gaps[0], gaps[-1] = rng.uniform(0.1, 0.3, size=2)
+        plans.append((i, [pool[j] for j in picks], gaps, int(rng.integers(2**31))))
+
+    def build(plan) -> Utterance:
+        i, parts, gaps, seed = plan
+        noise = np.random.default_rng(seed)
+        pieces = []
+        for gap, part in zip(gaps, parts + [None]):
+            n = int(gap * SAMPLE_RATE)
+            pieces.append((noise.standard_normal(n) * 1e-4).astype(np.float32))
+            if part is not None:
+                pieces.append(load_audio(part.audio))
+        audio = np.concatenate(pieces)
+        path = folder / f"{prefix}-{i:05d}.wav"
+        save_audio(path, audio)
+        return Utterance(audio=str(path), text=" ".join(p.text for p in parts),
+                         duration=round(len(audio) / SAMPLE_RATE, 4), speaker=parts[0].speaker,
+                         id=path.stem)
+
+    rows, _ = parallel_map(build, plans, workers, f"building {prefix}", (), progress)
+    return rows
+
+
+def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300) -> ImportResult:
+    """Isolated manifest plus connected train/dev/test (``per_speaker`` train strings for each
+    training speaker; a third of that for each dev and test speaker)."""
+    rejected: list[Rejected] = []
+    candidates = scan(source, rejected)
+    isolated, bad = validate(candidates, options, desc="checking recordings")
+    rejected += [Rejected("isolated", r.id, r.audio, reason) for r, reason in bad]
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for row in isolated:
+        by_speaker[row.speaker].append(row)
+    speakers = sorted(by_speaker)
+    unknown = set(options.test_speakers + options.dev_speakers) - set(speakers)
+    if unknown:
+        raise ValueError(f"unknown FSDD speaker(s) {sorted(unknown)}; found {speakers}")
+    rng = np.random.default_rng(options.seed)
+    test = list(options.test_speakers) or [speakers[int(rng.integers(len(speakers)))]]
+    dev = [s for s in options.dev_speakers if s not in test]
+    train = [s for s in speakers if s not in test and s not in dev]
+    if not train:
+        raise ValueError("no FSDD speaker is left for training")
+    pools: dict[tuple[str, str], list[Utterance]] = {}
+    for s in train:
+        pools["train", s] = [r for r in by_speaker[s] if dev or _take(r) % 10 != 9]
+        if not dev:
+            pools["dev", s] = [r for r in by_speaker[s] if _take(r) % 10 == 9]
+    for s in dev:
+        pools["dev", s] = by_speaker[s]
+    for s in test:
+        pools["test", s] = by_speaker[s]
+    manifests: dict[str, list[Utterance]] = {"isolated": isolated}
+    for (split, speaker), pool in sorted(pools.items()):
+        if not pool:
+            continue
+        count = per_speaker if split == "train" else max(1, per_speaker // 3)
+        if split == "dev" and not options.dev_speakers:
+            count = max(1, per_speaker // 10)
+        folder = Path(options.out) / "audio" / split
+        rows = connected(pool, count, rng, folder, f"{speaker}", options.workers,
+                         options.progress)
+        manifests.setdefault(split, []).extend(replace(r, id=f"{split}-{r.id}") for r in rows)
+    result = ImportResult(Path(options.out), manifests, rejected)
+    return write_result(result, options)

@@ -1,0 +1,188 @@
+"""What every importer shares: validate candidate rows, split by speaker, write the result.
+
+An importer turns a corpus on disk into *candidates* (``Utterance`` rows with the raw
+transcript, grouped by manifest name) and hands them to :func:`finish`, which keeps the
+good rows and writes one manifest per group plus ``rejected.tsv``: one line per dropped
+row with its reason. One bad row never stops an import.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..audio import SAMPLE_RATE, AudioError, load_audio
+from ..manifest import Utterance, write_manifest
+from ..progress import parallel_map
+from ..text import DEFAULT_CHARACTERS, Alphabet, TextError, ctc_min_frames, normalize_text
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    out: Path
+    format: str = "jsonl"  # manifest format: jsonl | tsv
+    seed: int = 0
+    characters: str = DEFAULT_CHARACTERS
+    digits: str = "spell"  # how digits in transcripts are handled: spell | reject
+    hop_ms: float = 10.0  # feature frame hop ...
+    subsampling: int = 3  # ... and the model's time subsampling: CTC frames per second
+    workers: int = 2
+    test_speakers: tuple[str, ...] = ()
+    dev_speakers: tuple[str, ...] = ()
+    test_fraction: float | None = None  # of speakers, when the corpus has no split of its own
+    dev_fraction: float | None = None
+    progress: bool | None = None
+
+    @property
+    def ctc_frames_per_second(self) -> float:
+        return 1000.0 / self.hop_ms / self.subsampling
+
+
+@dataclass
+class Rejected:
+    manifest: str
+    id: str
+    audio: str
+    reason: str
+
+
+@dataclass
+class ImportResult:
+    out: Path
+    manifests: dict[str, list[Utterance]]
+    rejected: list[Rejected] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {
+            "out": str(self.out),
+            "manifests": {
+                name: {"utterances": len(rows),
+                       "hours": round(sum(r.duration for r in rows) / 3600, 4),
+                       "speakers": len({r.speaker for r in rows}),
+                       "file": str(self.files.get(name, ""))}
+                for name, rows in self.manifests.items()
+            },
+            "rejected": len(self.rejected),
+            "rejected_report": str(self.files.get("rejected", "")),
+        }
+
+
+class Rejection(Exception):
+    """Raised inside validation with the reason a row is dropped."""
+
+
+def check_transcript(text: str, alphabet: Alphabet, digits: str) -> str:
+    try:
+        norm = normalize_text(text, digits=digits)
+    except TextError as err:
+        raise Rejection(str(err)) from None
+    if not norm:
+        raise Rejection("empty transcript")
+    bad = alphabet.unknown(norm)
+    if bad:
+        raise Rejection(f"characters outside the alphabet: {''.join(sorted(bad))!r}")
+    return norm
+
+
+def check_fits_ctc(text: str, duration: float, alphabet: Alphabet,
+                   frames_per_second: float) -> None:
+    need = ctc_min_frames(alphabet.encode(text))
+    have = int(duration * frames_per_second)
+    if need > have:
+        raise Rejection(f"transcript too long for the audio under CTC: {need} frames needed, "
+                        f"{duration:.2f} s gives {have} at {frames_per_second:.1f} frames/s")
+
+
+def validate(rows: Sequence[Utterance], options: ImportOptions, desc: str = "validating",
+             decode: bool = True) -> tuple[list[Utterance], list[tuple[Utterance, str]]]:
+    """Normalise transcripts, decode audio (which catches corrupt files) and check CTC fit.
+
+    Kept rows carry the normalised text and the decoded duration.
+    """
+    alphabet = Alphabet(options.characters)
+
+    def check(row: Utterance) -> Utterance:
+        text = check_transcript(row.text, alphabet, options.digits)
+        duration = row.duration
+        if decode:
+            try:
+                audio = load_audio(row.audio, SAMPLE_RATE, *row.segment)
+            except AudioError as err:
+                reason = err.reason
+                raise Rejection(("missing audio: " if reason == "file not found"
+                                 else "unreadable audio: ") + reason) from None
+            duration = len(audio) / SAMPLE_RATE
+        check_fits_ctc(text, duration, alphabet, options.ctc_frames_per_second)
+        return replace(row, text=text, duration=round(duration, 4))
+
+    results, errors = parallel_map(check, list(rows), options.workers, desc, (Rejection,),
+                                   options.progress)
+    kept = [r for r in results if r is not None]
+    rejected = [(rows[i], str(err)) for i, err in errors]
+    return kept, rejected
+
+
+def _choose(speakers: list[str], fraction: float, rng: random.Random) -> list[str]:
+    if not fraction or not speakers:
+        return []
+    n = max(1, round(len(speakers) * fraction))
+    return rng.sample(speakers, min(n, len(speakers) - 1))
+
+
+def split_by_speaker(rows: list[Utterance], options: ImportOptions, has_test: bool = False
+                     ) -> dict[str, list[Utterance]]:
+    """Speaker-disjoint train/dev/test split of ``rows`` (named speakers or fractions)."""
+    speakers = sorted({r.speaker for r in rows})
+    rng = random.Random(options.seed)
+    unknown = set(options.test_speakers + options.dev_speakers) - set(speakers)
+    if unknown:
+        raise ValueError(f"unknown speaker(s): {', '.join(sorted(unknown))}; "
+                         f"this corpus has {', '.join(speakers[:20])}")
+    test = list(options.test_speakers)
+    if not test and not has_test:
+        fraction = 0.1 if options.test_fraction is None else options.test_fraction
+        test = _choose(speakers, fraction, rng)
+    rest = [s for s in speakers if s not in test]
+    dev = list(options.dev_speakers)
+    if not dev:
+        fraction = (0.0 if has_test else 0.1) if options.dev_fraction is None \
+            else options.dev_fraction
+        dev = _choose(rest, fraction, rng)
+    out: dict[str, list[Utterance]] = defaultdict(list)
+    for r in rows:
+        split = "test" if r.speaker in test else "dev" if r.speaker in dev else "train"
+        out[split].append(r)
+    return {k: out[k] for k in ("train", "dev", "test") if out[k]}
+
+
+def finish(candidates: dict[str, list[Utterance]], options: ImportOptions,
+           pre_rejected: Sequence[Rejected] = (), decode: bool = True) -> ImportResult:
+    """Validate every group, write manifests and the rejection report."""
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ImportResult(out, {}, list(pre_rejected))
+    for name, rows in candidates.items():
+        kept, rejected = validate(rows, options, desc=f"checking {name}", decode=decode)
+        result.manifests[name] = kept
+        result.rejected += [Rejected(name, r.id, r.audio, reason) for r, reason in rejected]
+    return write_result(result, options)
+
+
+def write_result(result: ImportResult, options: ImportOptions) -> ImportResult:
+    for name, rows in result.manifests.items():
+        result.files[name] = write_manifest(result.out / f"{name}.{options.format}", rows)
+    report = result.out / "rejected.tsv"
+    with report.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(["manifest", "id", "audio", "reason"])
+        for r in result.rejected:
+            w.writerow([r.manifest, r.id, r.audio, r.reason])
+    result.files["rejected"] = report
+    (result.out / "import.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    return result

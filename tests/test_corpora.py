@@ -1,0 +1,239 @@
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import bad_files, tone, write
+
+from speechrnn.audio import load_audio
+from speechrnn.corpora import IMPORTERS, ImportOptions, import_corpus, make_synth_corpus
+from speechrnn.corpora.fsdd import DIGITS, import_fsdd
+from speechrnn.manifest import read_manifest
+
+
+def opts(out: Path, **kw) -> ImportOptions:
+    return ImportOptions(out=out, progress=False, **kw)
+
+
+def rejected(out: Path) -> dict[str, str]:
+    with (out / "rejected.tsv").open() as f:
+        return {Path(r["audio"]).name or r["id"]: r["reason"]
+                for r in csv.DictReader(f, delimiter="\t")}
+
+
+@pytest.fixture
+def fsdd_like(tmp_path) -> Path:
+    """Three speakers x ten digits x ten takes of short tones, FSDD-named, 8 kHz."""
+    folder = tmp_path / "fsdd" / "recordings"
+    for s, speaker in enumerate(["alice", "bob", "carol"]):
+        for d in range(10):
+            for take in range(10):
+                write(folder / f"{d}_{speaker}_{take}.wav",
+                      tone(0.3 + 0.02 * d, 8000, freq=200 + 50 * d + 10 * s), 8000)
+    return folder.parent
+
+
+def test_fsdd_keeps_good_files_and_reports_each_bad_one(fsdd_like, tmp_path):
+    rec = fsdd_like / "recordings"
+    bad = bad_files(rec, stem=lambda name: f"3_{name}_0")
+    write(rec / "4_carol_10.wav", tone(0.6, 44100, channels=2), 44100)  # stereo 44.1 kHz
+    write(rec / "5_carol_10.wav", tone(0.6, 24000), 24000, subtype="PCM_24")  # 24-bit
+    (rec / "notes_about_it.wav").write_bytes(b"RIFF")
+    out = tmp_path / "out"
+    import_fsdd(fsdd_like, opts(out, test_speakers=("carol",)), per_speaker=6)
+
+    reasons = rejected(out)
+    assert "not a readable audio file" in reasons[bad["corrupt"].name]
+    assert "empty file" in reasons[bad["empty"].name]
+    assert "not a readable audio file" in reasons[bad["text"].name]
+    assert "file name is not" in reasons["notes_about_it.wav"]
+    assert len(reasons) == 4
+
+    isolated = {Path(r.audio).name: r for r in read_manifest(out / "isolated.jsonl")}
+    assert len(isolated) == 302
+    assert isolated["4_carol_10.wav"].text == "four"
+    assert isolated["4_carol_10.wav"].duration == pytest.approx(0.6, abs=0.01)
+    assert load_audio(rec / "4_carol_10.wav").shape == (9600,)  # mixed down, resampled
+    assert isolated["5_carol_10.wav"].duration == pytest.approx(0.6, abs=0.01)
+
+
+def test_fsdd_connected_strings_are_speaker_disjoint_and_seeded(fsdd_like, tmp_path):
+    a = import_fsdd(fsdd_like, opts(tmp_path / "a", seed=3), per_speaker=9)
+    b = import_fsdd(fsdd_like, opts(tmp_path / "b", seed=3), per_speaker=9)
+    speakers = {split: {r.speaker for r in rows} for split, rows in a.manifests.items()}
+    (test_speaker,) = speakers["test"]
+    assert test_speaker not in speakers["train"] | speakers["dev"]
+    assert len(a.manifests["train"]) == 18 and len(a.manifests["test"]) == 3
+    train_takes = set()
+    for split in ("train", "test", "dev"):
+        for ra, rb in zip(a.manifests[split], b.manifests[split], strict=True):
+            assert (ra.text, ra.duration) == (rb.text, rb.duration)
+            assert 2 <= len(ra.text.split()) <= 7
+            assert set(ra.text.split()) <= set(DIGITS)
+            info = sf.info(ra.audio)
+            assert info.samplerate == 16000 and info.channels == 1
+            assert info.duration == pytest.approx(ra.duration, abs=1e-3)
+    for r in read_manifest(tmp_path / "a" / "train.jsonl"):
+        train_takes.add(r.audio)
+    assert all(Path(p).exists() for p in train_takes)
+    c = import_fsdd(fsdd_like, opts(tmp_path / "c", seed=4), per_speaker=9)
+    assert [r.text for r in c.manifests["train"]] != [r.text for r in a.manifests["train"]]
+
+
+def test_real_fsdd(corpora, tmp_path):
+    out = tmp_path / "fsdd"
+    result = import_fsdd(corpora / "fsdd", opts(out, test_speakers=("jackson",)), per_speaker=15)
+    assert len(read_manifest(out / "isolated.jsonl")) == 2500
+    assert not result.rejected
+    test = read_manifest(out / "test.jsonl")
+    assert {r.speaker for r in test} == {"jackson"}
+    others = read_manifest(out / "train.jsonl") + read_manifest(out / "dev.jsonl")
+    assert "jackson" not in {r.speaker for r in others}
+    assert len({r.speaker for r in others}) == 4
+
+
+def test_real_speechocean762(corpora, tmp_path):
+    out = tmp_path / "so"
+    result = import_corpus("speechocean762", corpora / "speechocean762", opts(out))
+    assert len(read_manifest(out / "train.jsonl")) == 1340
+    assert len(read_manifest(out / "test.jsonl")) == 600
+    assert not result.rejected
+    row = read_manifest(out / "test.jsonl")[0]
+    assert row.text == row.text.lower() and Path(row.audio).is_file()
+    summary = json.loads((out / "import.json").read_text())
+    assert summary["manifests"]["train"]["speakers"] == 67
+    # carving dev speakers out of train keeps the three splits speaker-disjoint
+    carved = import_corpus("speechocean762", corpora / "speechocean762",
+                           opts(tmp_path / "so2", dev_fraction=0.1))
+    spk = {k: {r.speaker for r in v} for k, v in carved.manifests.items()}
+    assert len(spk["dev"]) == 7 and not spk["dev"] & spk["train"]
+    assert len(carved.manifests["train"]) + len(carved.manifests["dev"]) == 1340
+
+
+def test_generic_tsv_split_by_speaker_and_row_checks(tmp_path):
+    corpus = tmp_path / "corpus"
+    lines = ["path\tsentence\tspeaker"]
+    for s in range(10):
+        for u in range(3):
+            write(corpus / f"s{s}_{u}.flac", tone(1.0, 16000, freq=300 + 20 * u), 16000)
+            lines.append(f"s{s}_{u}.flac\tUtterance number {u}!\tspk{s}")
+    write(corpus / "short.wav", tone(0.2))
+    lines += ["short.wav\tthis sentence is far too long for a fifth of a second\tspk0",
+              "s0_0.flac\t\tspk0", "s0_1.flac\tcafé 你好\tspk0", "gone.wav\thello\tspk0"]
+    (corpus / "all.tsv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    result = import_corpus("generic", corpus / "all.tsv", opts(out, seed=1))
+    spk = {k: {r.speaker for r in v} for k, v in result.manifests.items()}
+    assert set(spk) == {"train", "dev", "test"}
+    assert len(spk["test"]) == 1 and len(spk["dev"]) == 1
+    assert not (spk["train"] & spk["dev"] or spk["train"] & spk["test"] or spk["dev"] & spk["test"])
+    assert sum(len(v) for v in result.manifests.values()) == 30
+    assert result.manifests["train"][0].text.startswith("utterance number")
+    reasons = [r.reason for r in result.rejected]
+    assert any("too long for the audio under CTC" in r for r in reasons)
+    assert "empty transcript" in reasons
+    assert any("characters outside the alphabet" in r and "你" in r for r in reasons)
+    assert any(r.startswith("missing audio") for r in reasons)
+    assert len(reasons) == 4
+
+
+def test_generic_jsonl_with_split_column_and_digits(tmp_path):
+    write(tmp_path / "c" / "a.wav", tone(2.0))
+    rows = [{"audio": "a.wav", "text": "call 911 now", "speaker": "x", "split": "train"},
+            {"audio": "a.wav", "text": "the second half", "speaker": "y", "split": "valid",
+             "offset": 1.0, "end": 2.0}]
+    (tmp_path / "c" / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    result = import_corpus("generic", tmp_path / "c", opts(tmp_path / "o"))
+    assert result.manifests["train"][0].text == "call nine hundred eleven now"
+    assert result.manifests["dev"][0].duration == pytest.approx(1.0)
+    strict = import_corpus("generic", tmp_path / "c", opts(tmp_path / "o2", digits="reject"))
+    assert "train" not in strict.manifests or not strict.manifests["train"]
+    assert "digits" in strict.rejected[0].reason
+
+
+def test_kaldi_dirs_with_segments_and_pipes(tmp_path):
+    root = tmp_path / "recipe"
+    write(root / "wav" / "rec1.wav", tone(3.0))
+    write(root / "wav" / "rec2.wav", tone(1.0))
+    train = root / "data" / "train"
+    train.mkdir(parents=True)
+    (train / "wav.scp").write_text(
+        f"rec1 {root / 'wav' / 'rec1.wav'}\nrec2 ../../wav/rec2.wav\n"
+        "rec3 sox in.wav -t wav - |\n")
+    (train / "text").write_text("utt1 FIRST PART\nutt2 SECOND PART\nutt3 whole thing\n"
+                                "utt4 piped one\n")
+    (train / "utt2spk").write_text("utt1 a\nutt2 a\nutt3 b\nutt4 c\n")
+    (train / "segments").write_text("utt1 rec1 0.0 1.5\nutt2 rec1 1.5 3.0\nutt3 rec2 0 1.0\n"
+                                    "utt4 rec3 0 1\n")
+    result = import_corpus("kaldi", root / "data", opts(tmp_path / "out"))
+    rows = result.manifests["train"]
+    assert [(r.id, r.text, r.offset, r.end) for r in rows] == [
+        ("utt1", "first part", 0.0, 1.5), ("utt2", "second part", 1.5, 3.0),
+        ("utt3", "whole thing", 0.0, 1.0)]
+    assert rows[0].duration == pytest.approx(1.5)
+    assert [r.reason for r in result.rejected] == ["piped wav.scp entries are not supported"]
+    back = read_manifest(tmp_path / "out" / "train.jsonl")
+    assert back[1].offset == 1.5 and Path(back[1].audio) == root / "wav" / "rec1.wav"
+
+
+def test_librispeech_layout(tmp_path):
+    root = tmp_path / "LibriSpeech"
+    for subset, spk in (("dev-clean", "84"), ("test-clean", "61")):
+        chapter = root / subset / spk / "121123"
+        write(chapter / f"{spk}-121123-0000.flac", tone(1.2))
+        write(chapter / f"{spk}-121123-0001.flac", tone(0.9))
+        (chapter / f"{spk}-121123.trans.txt").write_text(
+            f"{spk}-121123-0000 GO DO YOU HEAR\n{spk}-121123-0001 BUT IN LESS\n")
+    result = import_corpus("librispeech", root, opts(tmp_path / "out"))
+    assert set(result.manifests) == {"dev-clean", "test-clean"}
+    assert [r.text for r in result.manifests["dev-clean"]] == ["go do you hear", "but in less"]
+    assert result.manifests["test-clean"][0].speaker == "61"
+
+
+def test_commonvoice_layout_with_mp3(tmp_path):
+    root = tmp_path / "cv" / "en"
+    header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccent"
+    for split, n in (("train", 4), ("dev", 1), ("test", 1)):
+        lines = [header]
+        for i in range(n):
+            name = f"common_voice_en_{split}{i}.mp3"
+            write(root / "clips" / name, tone(1.5, 48000), 48000, format="MP3")
+            lines.append(f"c{split}{i % 2}\t{name}\tHello there, number {i}.\t2\t0\t\t\t")
+        (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    (root / "validated.tsv").write_text(header + "\n")
+    result = import_corpus("commonvoice", root, opts(tmp_path / "out"))
+    assert {k: len(v) for k, v in result.manifests.items()} == {"train": 4, "dev": 1, "test": 1}
+    assert result.manifests["train"][1].text == "hello there number one"
+    assert result.manifests["train"][0].duration == pytest.approx(1.5, abs=0.06)
+
+
+def test_unknown_kind_and_missing_source(tmp_path):
+    with pytest.raises(ValueError, match="unknown corpus kind"):
+        import_corpus("timit", tmp_path, opts(tmp_path / "o"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        import_corpus("kaldi", tmp_path / "nope", opts(tmp_path / "o"))
+    assert set(IMPORTERS) >= {"fsdd", "kaldi", "librispeech", "commonvoice", "generic",
+                              "speechocean762"}
+
+
+def test_synth_corpus_holds_out_voices_and_is_seeded(needs_espeak, tmp_path):
+    a = make_synth_corpus(opts(tmp_path / "a", seed=5), train=24, dev=4, test=6)
+    b = make_synth_corpus(opts(tmp_path / "b", seed=5), train=24, dev=4, test=6)
+    voices = {k: {r.speaker for r in v} for k, v in a.manifests.items()}
+    assert not voices["test"] & voices["train"] and not voices["dev"] & voices["train"]
+    assert not a.rejected
+    for split in ("train", "dev", "test"):
+        assert [(r.text, r.speaker) for r in a.manifests[split]] == \
+               [(r.text, r.speaker) for r in b.manifests[split]]
+    row = a.manifests["train"][0]
+    audio = load_audio(row.audio)
+    assert len(audio) / 16000 == pytest.approx(row.duration, abs=1e-3)
+    assert 0.01 < np.sqrt(np.mean(audio**2)) < 0.5
+    texts = [r.text for r in a.manifests["train"]]
+    assert any(set(t.split()) <= set(DIGITS) for t in texts)
+    assert any(not set(t.split()) <= set(DIGITS) for t in texts)
+    if shutil.which("flite"):
+        assert any(s.startswith("flite-") for s in voices["train"] | voices["test"])
