@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+from conftest import tone, write
+
+from speechrnn.config import BatchConfig, SpecAugmentConfig
+from speechrnn.dataset import (
+    bucket_boundaries,
+    load_examples,
+    make_dataset,
+    output_frames,
+    spec_augment,
+)
+from speechrnn.features import FeatureExtractor
+from speechrnn.manifest import Utterance
+from speechrnn.text import Alphabet
+
+
+@pytest.fixture
+def rows(tmp_path):
+    out = []
+    for i in range(23):
+        seconds = 0.4 + 0.1 * i
+        path = write(tmp_path / f"u{i}.wav", tone(seconds, freq=200 + 30 * i))
+        out.append(Utterance(str(path), "ab" * (1 + i % 4), seconds, f"s{i % 3}", f"u{i}"))
+    return out
+
+
+def test_bad_items_are_skipped_with_reasons(rows, tmp_path):
+    (tmp_path / "bad.wav").write_text("not audio")
+    extra = [Utterance(str(tmp_path / "bad.wav"), "ab", 1.0, "x", "bad"),
+             Utterance(str(tmp_path / "gone.wav"), "ab", 1.0, "x", "gone"),
+             Utterance(rows[0].audio, "caf\u00e9", 1.0, "x", "accent"),
+             Utterance(rows[0].audio, "a very long transcript " * 5, 0.4, "x", "long")]
+    ex = load_examples(rows + extra, FeatureExtractor(), Alphabet(), subsampling=3)
+    assert len(ex) == len(rows)
+    reasons = {r.id: why for r, why in ex.skipped}
+    assert "not a readable audio file" in reasons["bad"]
+    assert "file not found" in reasons["gone"]
+    assert "outside the alphabet" in reasons["accent"]
+    assert "too long" in reasons["long"]
+
+
+def test_batches_are_padded_with_true_lengths(rows):
+    ex = load_examples(rows, FeatureExtractor(), Alphabet())
+    seen = set()
+    for batch in make_dataset(ex, BatchConfig(batch_size=4, buckets=3)):
+        feats, labels = batch["features"].numpy(), batch["labels"].numpy()
+        for j, i in enumerate(batch["index"].numpy()):
+            seen.add(int(i))
+            n, m = int(batch["feature_lengths"][j]), int(batch["label_lengths"][j])
+            np.testing.assert_array_equal(feats[j, :n], ex.features[i])
+            assert (feats[j, n:] == 0).all()
+            assert Alphabet().decode(labels[j, :m]) == ex.rows[i].text
+            assert (labels[j, m:] == 0).all()
+        assert feats.shape[0] <= 4 and feats.shape[2] == 39
+    assert seen == set(range(len(ex)))
+
+
+def test_bucketing_groups_similar_lengths(rows):
+    ex = load_examples(rows, FeatureExtractor(), Alphabet())
+    lengths = [len(f) for f in ex.features]
+    edges = bucket_boundaries(lengths, 3)
+    assert len(edges) == 2
+    waste = []
+    for batch in make_dataset(ex, BatchConfig(batch_size=4, buckets=3)):
+        n = batch["feature_lengths"].numpy()
+        waste.append(1 - n.sum() / (len(n) * batch["features"].shape[1]))
+    assert np.mean(waste) < 0.2
+
+
+def test_training_shuffles_each_epoch(rows):
+    ex = load_examples(rows, FeatureExtractor(), Alphabet())
+    ds = make_dataset(ex, BatchConfig(batch_size=4, buckets=1), training=True, seed=1)
+    first = [int(i) for b in ds for i in b["index"]]
+    second = [int(i) for b in ds for i in b["index"]]
+    assert sorted(first) == sorted(second) == list(range(len(ex)))
+    assert first != second
+
+
+def test_spec_augment_masks_inside_valid_frames_only():
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    x = tf.ones([3, 200, 39])
+    lengths = tf.constant([200, 120, 50])
+    cfg = SpecAugmentConfig(enabled=True, freq_masks=2, freq_width=5, time_masks=2,
+                            time_width=30, time_ratio=0.2)
+    out = spec_augment(x, lengths, cfg).numpy()
+    assert (out == 0).any() and (out == 1).any()
+    for j, n in enumerate([200, 120, 50]):
+        masked_frames = np.where((out[j] == 0).all(axis=1))[0]
+        assert len(masked_frames) <= 2 * min(30, int(0.2 * n))
+        masked_bands = np.where((out[j] == 0).all(axis=0))[0]
+        assert len(masked_bands) <= 10
+        assert (out[j][:n] == 0).mean() < 0.5
+
+
+def test_augmentation_only_in_training(rows):
+    ex = load_examples(rows, FeatureExtractor(), Alphabet())
+    cfg = BatchConfig(batch_size=4, spec_augment=SpecAugmentConfig(enabled=True))
+    for batch in make_dataset(ex, cfg, training=False):
+        for j, i in enumerate(batch["index"].numpy()):
+            n = int(batch["feature_lengths"][j])
+            np.testing.assert_array_equal(batch["features"][j, :n].numpy(), ex.features[i])
+
+
+def test_output_frames():
+    assert output_frames(100, 3) == 34 and output_frames(99, 3) == 33 and output_frames(7, 1) == 7
