@@ -1,0 +1,185 @@
+"""The ``speechrnn`` command.
+
+    speechrnn data import KIND --source DIR --out DIR   corpus on disk -> manifests
+    speechrnn data synth --out DIR                       offline synthetic corpus
+    speechrnn data prepare --config FILE [--set k=v]     the manifests a pipeline config names
+    speechrnn data stats MANIFEST...                     utterances, hours, speakers, lengths
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .audio import AudioError
+from .config import ConfigError
+from .manifest import ManifestError, format_stats, manifest_stats, read_manifest
+
+USER_ERRORS = (AudioError, ConfigError, ManifestError, FileNotFoundError, ValueError,
+               RuntimeError)
+
+
+def _speakers(value: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
+def _import_options(args) -> object:
+    from .corpora import ImportOptions
+
+    return ImportOptions(
+        out=Path(args.out), format=args.format, seed=args.seed, digits=args.digits,
+        hop_ms=args.hop_ms, subsampling=args.subsampling, workers=args.workers,
+        test_speakers=getattr(args, "test_speakers", ()),
+        dev_speakers=getattr(args, "dev_speakers", ()),
+        test_fraction=getattr(args, "test_fraction", None),
+        dev_fraction=getattr(args, "dev_fraction", None),
+        progress=False if args.quiet else None,
+    )
+
+
+def _report(result) -> None:
+    for name, rows in result.manifests.items():
+        print(f"{result.files[name]}: {len(rows)} utterances, "
+              f"{sum(r.duration for r in rows) / 3600:.3f} h, "
+              f"{len({r.speaker for r in rows})} speakers")
+    print(f"rejected: {len(result.rejected)} (reasons in {result.files['rejected']})")
+    for r in result.rejected[:10]:
+        print(f"  {r.audio or r.id}: {r.reason}")
+    if len(result.rejected) > 10:
+        print(f"  ... {len(result.rejected) - 10} more")
+
+
+def cmd_import(args) -> int:
+    from .corpora import IMPORTERS, import_corpus
+    from .corpora.fsdd import import_fsdd
+
+    options = _import_options(args)
+    if args.kind == "fsdd":
+        if not Path(args.source).exists():
+            raise FileNotFoundError(f"{args.source}: corpus source not found")
+        result = import_fsdd(Path(args.source), options, per_speaker=args.per_speaker)
+    else:
+        assert args.kind in IMPORTERS
+        result = import_corpus(args.kind, args.source, options)
+    _report(result)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .corpora import make_synth_corpus
+
+    result = make_synth_corpus(_import_options(args), train=args.train, dev=args.dev,
+                               test=args.test, digit_share=args.digit_share)
+    _report(result)
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .config import Config, load_config
+    from .corpora import prepare_data
+
+    cfg = load_config(Config, args.config, args.overrides)
+    result = prepare_data(cfg.data, args.corpora, force=args.force,
+                          progress=False if args.quiet else None)
+    if result is None:
+        print(f"manifests already in {cfg.data.out} (--force rebuilds them)")
+    else:
+        _report(result)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    report = {}
+    for path in args.manifest:
+        stats = manifest_stats(read_manifest(path))
+        report[str(path)] = stats
+        if not args.json:
+            print(format_stats(str(path), stats))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for manifests, audio and reports")
+    p.add_argument("--format", choices=("jsonl", "tsv"), default="jsonl")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--digits", choices=("spell", "reject"), default="spell",
+                   help="digits in transcripts: spell them out, or reject the row")
+    p.add_argument("--hop-ms", type=float, default=10.0, help="feature hop (CTC length check)")
+    p.add_argument("--subsampling", type=int, default=3,
+                   help="model time subsampling (CTC length check)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .corpora import IMPORTERS
+
+    parser = argparse.ArgumentParser(prog="speechrnn", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="corpora and manifests").add_subparsers(
+        dest="data_command", required=True)
+
+    p = data.add_parser("import", help="turn a corpus on disk into manifests")
+    p.add_argument("kind", choices=sorted(IMPORTERS))
+    p.add_argument("--source", required=True, help="corpus folder (or table file: generic)")
+    _common(p)
+    p.add_argument("--test-speakers", type=_speakers, default=(),
+                   help="comma-separated speakers held out for test")
+    p.add_argument("--dev-speakers", type=_speakers, default=(),
+                   help="comma-separated speakers held out for dev")
+    p.add_argument("--test-fraction", type=float, default=None,
+                   help="fraction of speakers for test when the corpus has no split")
+    p.add_argument("--dev-fraction", type=float, default=None,
+                   help="fraction of (training) speakers moved to dev")
+    p.add_argument("--per-speaker", type=int, default=300,
+                   help="fsdd: connected strings per training speaker (a third for dev/test)")
+    p.set_defaults(func=cmd_import)
+
+    p = data.add_parser("synth", help="synthesise the offline default corpus")
+    _common(p)
+    p.add_argument("--train", type=int, default=1200)
+    p.add_argument("--dev", type=int, default=120)
+    p.add_argument("--test", type=int, default=200)
+    p.add_argument("--digit-share", type=float, default=0.4,
+                   help="fraction of utterances that are digit strings")
+    p.set_defaults(func=cmd_synth)
+
+    p = data.add_parser("prepare", help="build the manifests a pipeline config names")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. data.seed=3 (repeatable)")
+    p.add_argument("--corpora", help="folder holding the corpora (or SPEECHRNN_CORPORA)")
+    p.add_argument("--force", action="store_true", help="rebuild even if manifests exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_prepare)
+
+    p = data.add_parser("stats", help="summarise manifests")
+    p.add_argument("manifest", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"speechrnn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("speechrnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
