@@ -99,8 +99,6 @@ def load_audio(
     Channels are averaged; the rate is converted with soxr (librosa's ``soxr_hq``).
     ``offset`` and ``end`` (seconds) select a segment. Raises :class:`AudioError`.
     """
-    import librosa  # deferred: importing librosa costs ~1 s and header reads do not need it
-
     name = _name(source, name)
     with _open(source, name) as f:
         native_rate = f.samplerate
@@ -114,13 +112,32 @@ def load_audio(
             data = f.read(max(stop - start, 0), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:
             raise AudioError(name, f"corrupt or truncated audio data ({err})") from None
+    return prepare_audio(data, native_rate, sample_rate, name)
+
+
+def prepare_audio(data: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE,
+                  name: str = "<audio array>") -> np.ndarray:
+    """Samples in memory -> float32 mono at ``target_rate``.
+
+    ``data`` is (samples,) or (samples, channels); channels are averaged.
+    """
+    import librosa  # deferred: importing librosa costs ~1 s and header reads do not need it
+
+    data = np.asarray(data)
+    if data.ndim not in (1, 2):
+        raise AudioError(name, f"expected 1-D or 2-D samples, got shape {data.shape}")
     if data.size == 0:
         raise AudioError(name, "no audio samples (zero-length audio)")
-    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
+    audio = data.mean(axis=1) if data.ndim == 2 else data
+    audio = audio.astype(np.float32, copy=False)
     if not np.isfinite(audio).all():
         raise AudioError(name, "audio contains non-finite samples (NaN or Inf)")
-    if native_rate != sample_rate:
-        audio = librosa.resample(audio, orig_sr=native_rate, target_sr=sample_rate,
+    if sample_rate <= 0:
+        raise AudioError(name, f"bad sample rate {sample_rate}")
+    if sample_rate != target_rate:
+        audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=target_rate,
                                  res_type="soxr_hq")
     return np.ascontiguousarray(audio, dtype=np.float32)
 

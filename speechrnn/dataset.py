@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 from .audio import AudioError  # noqa: E402
@@ -57,10 +57,13 @@ def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: 
                   subsampling: int = 1, workers: int = 2, progress: bool | None = None,
                   desc: str = "features") -> Examples:
     """Extract (or read cached) features for ``rows``; report and skip the unusable ones:
-    unreadable audio, text outside the alphabet, transcripts longer than CTC allows."""
+    unreadable or silent audio, text outside the alphabet, transcripts longer than CTC
+    allows."""
 
     def one(row: Utterance):
         feats = extractor(row.audio, *row.segment)
+        if np.ptp(feats, axis=0).max() < 1e-4:
+            raise AudioError(row.audio, "silent audio (no signal to learn from)")
         labels = np.asarray(alphabet.encode(row.text), dtype=np.int32)
         if len(labels) == 0:
             raise TextError("empty transcript")
@@ -82,31 +85,39 @@ def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: 
                     labels=[results[i][1] for i in kept], skipped=skipped)
 
 
-def spec_augment(features: tf.Tensor, lengths: tf.Tensor, cfg: SpecAugmentConfig) -> tf.Tensor:
-    """Zero random frequency bands and time spans of a padded batch (B, T, F).
+def spec_augment(features: tf.Tensor, length: tf.Tensor, cfg: SpecAugmentConfig,
+                 seed: tf.Tensor) -> tf.Tensor:
+    """Zero random frequency bands and time spans of one utterance's features (T, F).
 
-    Time masks stay inside each item's valid length and cover at most ``time_ratio`` of it.
-    Randomness follows TensorFlow's global seed (``tf.random.set_seed``).
+    Time masks stay inside the valid ``length`` and each covers at most ``time_ratio`` of
+    it. ``seed`` (two integers) makes the masks reproducible: same seed, same masks.
     """
-    shape = tf.shape(features)
-    batch, time, feats = shape[0], shape[1], shape[2]
-    keep = tf.ones_like(features, dtype=tf.bool)
-    channel = tf.range(feats)[tf.newaxis, tf.newaxis, :]
-    step = tf.range(time)[tf.newaxis, :, tf.newaxis]
+    time, feats = tf.shape(features)[0], tf.shape(features)[1]
+    length = tf.cast(length, tf.int32)
+    seeds = tf.random.experimental.stateless_split(seed, 2 * (cfg.freq_masks + cfg.time_masks))
+
+    def draw(i, high):  # integer in [0, high]
+        u = tf.random.stateless_uniform([], seeds[i])
+        return tf.minimum(tf.cast(u * tf.cast(high + 1, tf.float32), tf.int32), high)
+
+    keep_f = tf.ones([feats], tf.bool)
+    channel = tf.range(feats)
+    i = 0
     for _ in range(cfg.freq_masks):
-        width = tf.random.uniform([batch, 1, 1], 0, cfg.freq_width + 1, tf.int32)
-        start = tf.cast(tf.random.uniform([batch, 1, 1])
-                        * tf.cast(feats - width + 1, tf.float32), tf.int32)
-        keep &= ~((channel >= start) & (channel < start + width))
-    lengths = tf.cast(lengths, tf.int32)[:, tf.newaxis, tf.newaxis]
-    limit = tf.minimum(cfg.time_width,
-                       tf.cast(cfg.time_ratio * tf.cast(lengths, tf.float32), tf.int32))
+        width = draw(i, tf.minimum(cfg.freq_width, feats))
+        start = draw(i + 1, feats - width)
+        keep_f &= ~((channel >= start) & (channel < start + width))
+        i += 2
+    keep_t = tf.ones([time], tf.bool)
+    step = tf.range(time)
+    limit = tf.minimum(cfg.time_width, tf.cast(cfg.time_ratio * tf.cast(length, tf.float32),
+                                               tf.int32))
     for _ in range(cfg.time_masks):
-        width = tf.cast(tf.random.uniform([batch, 1, 1])
-                        * tf.cast(limit + 1, tf.float32), tf.int32)
-        start = tf.cast(tf.random.uniform([batch, 1, 1])
-                        * tf.cast(lengths - width + 1, tf.float32), tf.int32)
-        keep &= ~((step >= start) & (step < start + width))
+        width = draw(i, limit)
+        start = draw(i + 1, tf.maximum(length - width, 0))
+        keep_t &= ~((step >= start) & (step < start + width))
+        i += 2
+    keep = keep_t[:, tf.newaxis] & keep_f[tf.newaxis, :]
     return tf.where(keep, features, tf.zeros_like(features))
 
 
@@ -118,37 +129,59 @@ def bucket_boundaries(lengths: list[int], buckets: int) -> list[int]:
     return sorted({int(e) + 1 for e in edges})
 
 
+def _tensors(examples: Examples) -> dict[str, tf.Tensor]:
+    """All features and labels as flat tensors plus offsets, built once per Examples."""
+    cached = getattr(examples, "_tensors", None)
+    if cached is None:
+        feat_lengths = np.array([len(f) for f in examples.features], dtype=np.int32)
+        label_lengths = np.array([len(x) for x in examples.labels], dtype=np.int32)
+        cached = {
+            "features": tf.constant(np.concatenate(examples.features).astype(np.float32)),
+            "labels": tf.constant(np.concatenate(examples.labels).astype(np.int32)),
+            "feature_starts": tf.constant(np.cumsum(feat_lengths) - feat_lengths, tf.int32),
+            "label_starts": tf.constant(np.cumsum(label_lengths) - label_lengths, tf.int32),
+            "feature_lengths": tf.constant(feat_lengths),
+            "label_lengths": tf.constant(label_lengths),
+        }
+        examples._tensors = cached
+    return cached
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of epoch ``epoch``: a permutation fixed by (seed, epoch), so that a
+    resumed run sees the very batches the interrupted one would have."""
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+
+
 def make_dataset(examples: Examples, config: BatchConfig = BatchConfig(),
-                 training: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """Padded batches of similar length; shuffled and augmented when ``training``."""
+                 training: bool = False, seed: int = 0, epoch: int = 0) -> tf.data.Dataset:
+    """Padded batches of similar length; shuffled and augmented when ``training``.
+
+    The batches of a training epoch depend only on (``seed``, ``epoch``).
+    """
     if not len(examples):
         raise ValueError("no usable utterances to batch")
+    t = _tensors(examples)
     n_feat = examples.features[0].shape[1]
-    feat_lengths = np.array([len(f) for f in examples.features], dtype=np.int32)
-    label_lengths = np.array([len(x) for x in examples.labels], dtype=np.int32)
-    # One flat tensor per field plus offsets: each element slices its own rows out.
-    feat_values = tf.constant(np.concatenate(examples.features).astype(np.float32))
-    label_values = tf.constant(np.concatenate(examples.labels).astype(np.int32))
-    feat_starts = tf.constant(np.concatenate([[0], np.cumsum(feat_lengths)[:-1]]), tf.int32)
-    label_starts = tf.constant(np.concatenate([[0], np.cumsum(label_lengths)[:-1]]), tf.int32)
-    feat_len_t = tf.constant(feat_lengths)
-    label_len_t = tf.constant(label_lengths)
 
     def element(i):
-        return {
-            "features": feat_values[feat_starts[i]:feat_starts[i] + feat_len_t[i]],
-            "labels": label_values[label_starts[i]:label_starts[i] + label_len_t[i]],
-            "feature_lengths": feat_len_t[i],
-            "label_lengths": label_len_t[i],
-            "index": i,
-        }
+        f0, l0 = t["feature_starts"][i], t["label_starts"][i]
+        n, m = t["feature_lengths"][i], t["label_lengths"][i]
+        return {"features": t["features"][f0:f0 + n], "labels": t["labels"][l0:l0 + m],
+                "feature_lengths": n, "label_lengths": m, "index": i}
 
-    ds = tf.data.Dataset.range(len(examples)).map(lambda i: tf.cast(i, tf.int32))
-    if training:
-        ds = ds.shuffle(min(config.shuffle_buffer, len(examples)), seed=seed,
-                        reshuffle_each_iteration=True)
-    ds = ds.map(element, num_parallel_calls=tf.data.AUTOTUNE)
-    boundaries = bucket_boundaries(feat_lengths.tolist(), config.buckets)
+    order = epoch_order(len(examples), seed, epoch) if training else \
+        np.arange(len(examples), dtype=np.int32)
+    ds = tf.data.Dataset.from_tensor_slices(order).map(element)
+    aug = config.spec_augment
+    if training and aug.enabled:
+        def augment(e):
+            item_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int32), e["index"]])
+            return {**e, "features": spec_augment(e["features"], e["feature_lengths"], aug,
+                                                  item_seed)}
+
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    boundaries = bucket_boundaries([len(f) for f in examples.features], config.buckets)
     ds = ds.bucket_by_sequence_length(
         element_length_func=lambda e: e["feature_lengths"],
         bucket_boundaries=boundaries,
@@ -158,12 +191,4 @@ def make_dataset(examples: Examples, config: BatchConfig = BatchConfig(),
         padding_values={"features": 0.0, "labels": 0, "feature_lengths": 0,
                         "label_lengths": 0, "index": 0},
     )
-    aug = config.spec_augment
-    if training and aug.enabled:
-        def augment(batch):
-            batch = dict(batch)
-            batch["features"] = spec_augment(batch["features"], batch["feature_lengths"], aug)
-            return batch
-
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -83,6 +83,15 @@ def test_fsdd_connected_strings_are_speaker_disjoint_and_seeded(fsdd_like, tmp_p
     assert [r.text for r in c.manifests["train"]] != [r.text for r in a.manifests["train"]]
 
 
+def test_fsdd_speaker_held_out_for_dev_and_test_splits_its_takes(fsdd_like, tmp_path):
+    result = import_fsdd(fsdd_like, opts(tmp_path / "o", test_speakers=("bob",),
+                                         dev_speakers=("bob",)), per_speaker=30)
+    speakers = {k: {r.speaker for r in v} for k, v in result.manifests.items()}
+    assert speakers["dev"] == speakers["test"] == {"bob"}
+    assert speakers["train"] == {"alice", "carol"}
+    assert len(result.manifests["dev"]) == len(result.manifests["test"]) == 10
+
+
 def test_real_fsdd(corpora, tmp_path):
     out = tmp_path / "fsdd"
     result = import_fsdd(corpora / "fsdd", opts(out, test_speakers=("jackson",)), per_speaker=15)

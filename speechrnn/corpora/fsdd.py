@@ -4,9 +4,11 @@ Recordings are named ``{digit}_{speaker}_{take}.wav``; the transcript is the dig
 The importer writes ``isolated.jsonl`` (every good recording) and speaker-disjoint
 ``train``/``dev``/``test`` manifests of connected strings ("four one five nine"): 2 to 7
 real recordings of one speaker joined by short random pauses, written as 16 kHz WAV under
-``audio/``. Test speakers (``--test-speakers``, else one chosen by the seed) appear in no
-other split. Dev is made of ``--dev-speakers`` if given, else of the takes ending in 9
-(10 %) of the training speakers, which train never uses.
+``audio/``. Test speakers (``--test-speakers``, else one chosen by the seed) never appear in
+training. Dev is made of ``--dev-speakers`` if given, else of the takes ending in 9 (10 %)
+of the training speakers, which train never uses. A speaker named both dev and test is held
+out whole, its even takes building dev strings and its odd takes test strings: model
+selection on an unseen speaker, tested on recordings it never saw.
 """
 
 from __future__ import annotations
@@ -48,25 +50,43 @@ def _take(row: Utterance) -> int:
     return int(NAME.match(row.id).group(3))
 
 
+def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``audio`` ``factor`` times faster (tempo and pitch together, as Kaldi's speed
+    perturbation): a cheap way to hear more vocal tracts than the corpus has speakers."""
+    import librosa
+
+    return librosa.resample(audio, orig_sr=SAMPLE_RATE, target_sr=int(SAMPLE_RATE / factor),
+                            res_type="soxr_hq")
+
+
 def connected(pool: list[Utterance], count: int, rng: np.random.Generator, folder: Path,
-              prefix: str, workers: int, progress) -> list[Utterance]:
-    """``count`` strings of 2-7 recordings from ``pool`` joined by random pauses."""
+              prefix: str, workers: int, progress, perturb: float = 0.0) -> list[Utterance]:
+    """``count`` strings of 2-7 recordings from ``pool`` joined by random pauses; with
+    ``perturb`` > 0 each recording is sped up or slowed down by up to that fraction and its
+    gain changed by up to 6 dB."""
     plans = []
     for i in range(count):
         picks = rng.choice(len(pool), size=int(rng.integers(2, 8)), replace=True)
         gaps = rng.uniform(0.05, 0.35, size=len(picks) + 1)
         gaps[0], gaps[-1] = rng.uniform(0.1, 0.3, size=2)
-        plans.append((i, [pool[j] for j in picks], gaps, int(rng.integers(2**31))))
+        speeds = 1 + rng.uniform(-perturb, perturb, size=len(picks))
+        gains = 10 ** (rng.uniform(-6, 6, size=len(picks)) / 20) if perturb else \
+            np.ones(len(picks))
+        plans.append((i, [pool[j] for j in picks], gaps, speeds, gains,
+                      int(rng.integers(2**31))))
 
     def build(plan) -> Utterance:
-        i, parts, gaps, seed = plan
+        i, parts, gaps, speeds, gains, seed = plan
         noise = np.random.default_rng(seed)
         pieces = []
-        for gap, part in zip(gaps, parts + [None]):
+        for k, (gap, part) in enumerate(zip(gaps, parts + [None])):
             n = int(gap * SAMPLE_RATE)
             pieces.append((noise.standard_normal(n) * 1e-4).astype(np.float32))
             if part is not None:
-                pieces.append(load_audio(part.audio))
+                audio = load_audio(part.audio)
+                if speeds[k] != 1.0:
+                    audio = speed_perturb(audio, speeds[k])
+                pieces.append(np.clip(audio * gains[k], -1, 1))
         audio = np.concatenate(pieces)
         path = folder / f"{prefix}-{i:05d}.wav"
         save_audio(path, audio)
@@ -78,9 +98,11 @@ def connected(pool: list[Utterance], count: int, rng: np.random.Generator, folde
     return rows
 
 
-def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300) -> ImportResult:
+def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300,
+                perturb: float = 0.15) -> ImportResult:
     """Isolated manifest plus connected train/dev/test (``per_speaker`` train strings for each
-    training speaker; a third of that for each dev and test speaker)."""
+    training speaker; a third of that for each dev and test speaker). Training strings are
+    speed-perturbed by up to ``perturb`` (dev and test strings never)."""
     rejected: list[Rejected] = []
     candidates = scan(source, rejected)
     isolated, bad = validate(candidates, options, desc="checking recordings")
@@ -94,7 +116,7 @@ def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300) ->
         raise ValueError(f"unknown FSDD speaker(s) {sorted(unknown)}; found {speakers}")
     rng = np.random.default_rng(options.seed)
     test = list(options.test_speakers) or [speakers[int(rng.integers(len(speakers)))]]
-    dev = [s for s in options.dev_speakers if s not in test]
+    dev = list(options.dev_speakers)
     train = [s for s in speakers if s not in test and s not in dev]
     if not train:
         raise ValueError("no FSDD speaker is left for training")
@@ -104,9 +126,10 @@ def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300) ->
         if not dev:
             pools["dev", s] = [r for r in by_speaker[s] if _take(r) % 10 == 9]
     for s in dev:
-        pools["dev", s] = by_speaker[s]
+        # a speaker both dev and test: even takes for dev, odd takes for test
+        pools["dev", s] = [r for r in by_speaker[s] if s not in test or _take(r) % 2 == 0]
     for s in test:
-        pools["test", s] = by_speaker[s]
+        pools["test", s] = [r for r in by_speaker[s] if s not in dev or _take(r) % 2 == 1]
     manifests: dict[str, list[Utterance]] = {"isolated": isolated}
     for (split, speaker), pool in sorted(pools.items()):
         if not pool:
@@ -116,7 +139,7 @@ def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300) ->
             count = max(1, per_speaker // 10)
         folder = Path(options.out) / "audio" / split
         rows = connected(pool, count, rng, folder, f"{speaker}", options.workers,
-                         options.progress)
+                         options.progress, perturb if split == "train" else 0.0)
         manifests.setdefault(split, []).extend(replace(r, id=f"{split}-{r.id}") for r in rows)
     result = ImportResult(Path(options.out), manifests, rejected)
     return write_result(result, options)
