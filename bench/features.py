@@ -11,15 +11,15 @@ cold, >= 5x that cached.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("SPEECHRNN_PROGRESS", "0")
+
+from report import print_table, write_report  # noqa: E402
 
 from speechrnn.config import FeatureConfig  # noqa: E402
 from speechrnn.corpora.tables import read_table  # noqa: E402
@@ -82,22 +82,16 @@ def main(argv=None) -> int:
         "input": name, "utterances": len(files), "audio_seconds": round(seconds, 1),
         "features": f"{config.n_mfcc} MFCC + {config.deltas} delta orders, "
                     f"{config.win_ms} ms window, {config.hop_ms} ms hop",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine()},
         "results": rows,
         "cached_over_cold": round(cached / cold, 2),
         "targets": {"cold_audio_s_per_s": TARGET_COLD, "cached_over_cold": TARGET_CACHED_RATIO},
         "meets_targets": cold >= TARGET_COLD and cached / cold >= TARGET_CACHED_RATIO,
     }
     print(f"features on {name}: {len(files)} utterances, {seconds / 60:.1f} audio-minutes")
-    print(f"{'mode':<28}{'audio-s/s':>12}")
-    for r in rows:
-        print(f"{r['mode']:<28}{r['audio_s_per_s']:>12.1f}")
+    print_table([("mode", "mode", 28), ("audio_s_per_s", "audio-s/s", 12)], rows)
     print(f"cached / cold: {result['cached_over_cold']:.1f}x   "
           f"(targets: cold >= {TARGET_COLD:.0f}, cached >= {TARGET_CACHED_RATIO:.0f}x cold)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_report(args.json, result)
     return 0
 
 

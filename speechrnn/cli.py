@@ -4,6 +4,7 @@
     speechrnn data synth --out DIR                       offline synthetic corpus
     speechrnn data prepare --config FILE [--set k=v]     the manifests a pipeline config names
     speechrnn data stats MANIFEST...                     utterances, hours, speakers, lengths
+    speechrnn train --config FILE [--set k=v] [--fresh]  train (or resume), tracked in MLflow
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def cmd_import(args) -> int:
     if args.kind == "fsdd":
         if not Path(args.source).exists():
             raise FileNotFoundError(f"{args.source}: corpus source not found")
-        result = import_fsdd(Path(args.source), options, per_speaker=args.per_speaker)
+        result = import_fsdd(Path(args.source), options, per_speaker=args.per_speaker,
+                             perturb=args.perturb)
     else:
         assert args.kind in IMPORTERS
         result = import_corpus(args.kind, args.source, options)
@@ -91,6 +93,32 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .config import load_pipeline_config
+    from .corpora import prepare_data
+
+    cfg = load_pipeline_config(args.config, args.overrides)
+    prepare_data(cfg.data, args.corpora, progress=False if args.quiet else None)
+    from .train import Interrupted, experiment_name, train  # imports TensorFlow
+
+    tracker = None
+    if cfg.tracking.enabled and not args.no_track:
+        from .tracking import Tracker
+
+        tracker = Tracker(experiment_name(cfg), cfg.tracking.uri)
+    try:
+        result = train(cfg, tracker, fresh=args.fresh, progress=False if args.quiet else None)
+    except Interrupted:
+        print("interrupted: checkpoint saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    summary = {"model_dir": str(result.model_dir), "run_id": result.run_id,
+               "best_epoch": result.best_epoch + 1, "best_dev_wer": result.best_wer,
+               "stop_reason": result.stop_reason, **result.model}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_stats(args) -> int:
     report = {}
     for path in args.manifest:
@@ -113,6 +141,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subsampling", type=int, default=3,
                    help="model time subsampling (CTC length check)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, required=True, help="a YAML pipeline config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.epochs=5 (repeatable)")
+    p.add_argument("--corpora", help="folder holding the corpora (or SPEECHRNN_CORPORA)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -139,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of (training) speakers moved to dev")
     p.add_argument("--per-speaker", type=int, default=300,
                    help="fsdd: connected strings per training speaker (a third for dev/test)")
+    p.add_argument("--perturb", type=float, default=0.15,
+                   help="fsdd: speed perturbation of training strings (0 for none)")
     p.set_defaults(func=cmd_import)
 
     p = data.add_parser("synth", help="synthesise the offline default corpus")
@@ -151,18 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = data.add_parser("prepare", help="build the manifests a pipeline config names")
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. data.seed=3 (repeatable)")
-    p.add_argument("--corpora", help="folder holding the corpora (or SPEECHRNN_CORPORA)")
+    _pipeline_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even if manifests exist")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_prepare)
 
     p = data.add_parser("stats", help="summarise manifests")
     p.add_argument("manifest", nargs="+", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("train", help="train a model (resumes an interrupted run)")
+    _pipeline_args(p)
+    p.add_argument("--fresh", action="store_true", help="ignore checkpoints, start over")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

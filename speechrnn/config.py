@@ -78,6 +78,63 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """Conv1D subsampling front end + bidirectional LSTM stack + dense CTC head."""
+
+    subsampling: int = 3  # time stride of the front end (1-4); 1 with front_end=false: none
+    front_end: bool = True
+    conv_filters: int = 128
+    conv_kernel: int = 5  # odd, so frames stay centred
+    lstm_layers: int = 3
+    lstm_units: int = 224  # per direction (3 x 224: 80 audio-s/s training on 2 cores; 256: 60)
+    dropout: float = 0.1
+    norm: str = "layer"  # "layer" | "none": LayerNormalization after each BiLSTM
+
+    def __post_init__(self):
+        if not 1 <= self.subsampling <= 4:
+            raise ConfigError(f"model.subsampling must be 1-4, not {self.subsampling}")
+        if not self.front_end and self.subsampling != 1:
+            raise ConfigError("model.subsampling > 1 needs model.front_end: true")
+        if self.conv_kernel % 2 == 0 or self.conv_kernel < self.subsampling:
+            raise ConfigError("model.conv_kernel must be odd and >= model.subsampling")
+        if self.norm not in ("layer", "none"):
+            raise ConfigError(f"model.norm must be layer|none, not {self.norm!r}")
+        if self.lstm_layers < 1 or self.lstm_units < 1:
+            raise ConfigError("model needs at least one LSTM layer of at least one unit")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("model.dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    learning_rate: float = 1e-3  # peak, after warm-up; cosine decay to min_lr_ratio of it
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0  # global gradient norm
+    patience: int = 6  # epochs without a better dev WER before stopping early
+    time_budget_min: float = 0.0  # stop after this many minutes of training (0: no limit)
+    max_nonfinite: int = 50  # consecutive batches with NaN/inf loss before giving up
+    seed: int = 0
+    workdir: str = ""  # checkpoints and the exported model; "" -> runs/<config name>
+    intra_op_threads: int = 1  # threads per op: 1 lets the two LSTM directions ...
+    inter_op_threads: int = 0  # ... run side by side on the cores (0: one per core)
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.learning_rate <= 0 or self.grad_clip <= 0:
+            raise ConfigError("train needs epochs >= 1, learning_rate > 0, grad_clip > 0")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    experiment: str = ""  # "" -> speechrnn-<config name>
+    run_name: str = ""
+    register_as: str = ""  # registered model name; "" -> the experiment name
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where manifests come from: a corpus import, or the synthetic corpus (``kind: synth``).
 
@@ -97,7 +154,8 @@ class DataConfig:
     test_speakers: tuple[str, ...] = ()
     dev_speakers: tuple[str, ...] = ()
     dev_fraction: float | None = None
-    per_speaker: int = 300  # fsdd: connected strings per training speaker
+    per_speaker: int = 300  # fsdd: connected strings per training speaker ...
+    perturb: float = 0.15  # ... each recording sped up or slowed down by up to 15 %
     synth_train: int = 1200  # synth: utterances per split
     synth_dev: int = 120
     synth_test: int = 200
@@ -110,6 +168,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    name: str = ""  # names the run's folder and experiment; "" -> the config file's name
 
 
 # --------------------------------------------------------------------------- machinery
@@ -223,3 +285,11 @@ def dump_yaml(cfg) -> str:
         return value
 
     return yaml.safe_dump(plain(to_dict(cfg)), sort_keys=False)
+
+
+def load_pipeline_config(path: str | Path | None = None, overrides=()) -> Config:
+    """A :class:`Config` whose ``name`` defaults to the config file's name (``synth``)."""
+    cfg = load_config(Config, path, overrides)
+    if not cfg.name:
+        cfg = dataclasses.replace(cfg, name=Path(path).stem if path else "default")
+    return cfg

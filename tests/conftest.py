@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 os.environ.setdefault("SPEECHRNN_PROGRESS", "0")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -66,7 +66,7 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
         raise ValueError(f"data.source is required for data.kind={cfg.kind}")
     source = resolve_source(cfg.source, corpora)
     if cfg.kind == "fsdd":
-        return import_fsdd(source, options, per_speaker=cfg.per_speaker)
+        return import_fsdd(source, options, per_speaker=cfg.per_speaker, perturb=cfg.perturb)
     return import_corpus(cfg.kind, source, options)
 
 

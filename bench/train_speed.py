@@ -1,0 +1,116 @@
+"""Training speed: audio-seconds trained per wall-second at batch 16, and peak memory.
+
+    python bench/train_speed.py [--manifest M | --corpora DIR] [--batches 12] [--json OUT]
+
+Runs the default model and its stride-1 variant (no time subsampling), each in its own
+process so that each peak RSS is its own. Input: the first 400 utterances of the
+speechocean762 train set (real speech, 1.9-8 s), else a manifest you name. Each variant
+trains ``--batches`` batches after 3 warm-up batches (graph tracing), with the thread
+settings training uses. Target: >= 60 audio-s/s for the default model on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("SPEECHRNN_PROGRESS", "0")
+sys.path.insert(0, str(Path(__file__).parent))
+from report import print_table, write_report  # noqa: E402
+
+TARGET = 60.0
+VARIANTS = {"default (stride 3)": [], "stride 1": ["model.subsampling=1"]}
+
+
+def measure(manifest: Path, overrides: list[str], batches: int, limit: int) -> dict:
+    from speechrnn.config import load_pipeline_config
+    from speechrnn.train import configure_threads
+
+    cfg = load_pipeline_config(None, ["batch.batch_size=16", *overrides])
+    configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
+    from speechrnn.dataset import load_examples, make_dataset
+    from speechrnn.features import FeatureExtractor
+    from speechrnn.manifest import read_manifest
+    from speechrnn.model import build_model
+    from speechrnn.text import Alphabet
+    from speechrnn.train import Steps, make_optimizer
+
+    rows = read_manifest(manifest)[:limit]
+    examples = load_examples(rows, FeatureExtractor(cfg.features), Alphabet(),
+                             subsampling=cfg.model.subsampling)
+    model = build_model(cfg.model, cfg.features.n_features, Alphabet())
+    optimizer = make_optimizer(cfg, 100)
+    optimizer.build(model.trainable_variables)
+    steps = Steps(model, optimizer, cfg.features.n_features)
+    data = iter(make_dataset(examples, cfg.batch, training=True).repeat())
+    for _ in range(3):
+        steps.train_batch(next(data))
+    audio, start = 0.0, time.perf_counter()
+    for _ in range(batches):
+        batch = next(data)
+        steps.train_batch(batch)
+        audio += float(batch["feature_lengths"].numpy().sum()) / cfg.features.frames_per_second
+    seconds = time.perf_counter() - start
+    return {"audio_s_per_s": round(audio / seconds, 1), "batches": batches,
+            "audio_seconds": round(audio, 1), "parameters": model.count_params(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def default_manifest(corpora: Path) -> Path:
+    from speechrnn.corpora import ImportOptions, import_corpus
+
+    out = Path("data/bench/speechocean762")
+    if not (out / "train.jsonl").exists():
+        import_corpus("speechocean762", corpora / "speechocean762",
+                      ImportOptions(out=out, progress=False))
+    return out / "train.jsonl"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--manifest", type=Path)
+    parser.add_argument("--corpora", type=Path, default=Path(os.environ.get(
+        "SPEECHRNN_CORPORA", Path(__file__).resolve().parents[2] / "shared" / "corpora")))
+    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--limit", type=int, default=400, help="utterances to load")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/train_speed.json"))
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # child process mode
+    args = parser.parse_args(argv)
+
+    if args.variant is not None:
+        print(json.dumps(measure(args.manifest, VARIANTS[args.variant], args.batches,
+                                 args.limit)))
+        return 0
+    manifest = args.manifest or default_manifest(args.corpora)
+    results = []
+    for name in VARIANTS:
+        proc = subprocess.run([sys.executable, __file__, "--manifest", str(manifest),
+                               "--batches", str(args.batches), "--limit", str(args.limit),
+                               "--variant", name], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return 1
+        results.append({"model": name, **json.loads(proc.stdout.strip().splitlines()[-1])})
+    default = results[0]["audio_s_per_s"]
+    report = {"benchmark": "train_speed", "input": str(manifest), "batch_size": 16,
+              "results": results, "target_audio_s_per_s": TARGET,
+              "stride3_over_stride1": round(default / results[1]["audio_s_per_s"], 2),
+              "meets_target": default >= TARGET}
+    print(f"training speed, batch 16, on {manifest}")
+    print_table([("model", "model", 22), ("parameters", "params", 12),
+                 ("audio_s_per_s", "audio-s/s", 12), ("peak_rss_mb", "peak RSS MB", 13)],
+                results)
+    print(f"stride 3 / stride 1: {report['stride3_over_stride1']:.2f}x   "
+          f"(target: default >= {TARGET:.0f} audio-s/s)")
+    write_report(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

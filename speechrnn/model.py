@@ -1,0 +1,176 @@
+"""The acoustic model: Conv1D subsampling front end, bidirectional LSTM stack, CTC head.
+
+``model(features, lengths)`` maps padded features (B, T, F) and their true lengths (B,)
+to per-frame log-probabilities (B, T', vocab) over the alphabet plus blank (index 0);
+``model.output_lengths(lengths)`` gives each item's valid T'. Padding never changes a
+result: features beyond each length are zeroed, the front end pads each side by a fixed
+``kernel // 2`` frames (so frame alignment does not depend on the batch's padded length),
+and the backward LSTM reads each sequence reversed within its own length.
+
+A trained model is saved as a directory (:func:`save_model`): ``model.weights.h5``,
+``model.json`` (model and feature configuration), ``alphabet.json``. :func:`load_model`
+rebuilds the network from that configuration and loads the weights: no pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers  # noqa: E402
+
+from .config import FeatureConfig, ModelConfig, from_dict  # noqa: E402
+from .text import Alphabet  # noqa: E402
+
+FORMAT_VERSION = 1
+
+
+class LSTM(layers.Layer):
+    """An LSTM whose input projections are computed for all frames in one matrix product.
+
+    Same weights, gate order (i, f, c, o) and results as ``keras.layers.LSTM`` (so weights
+    can move to a standard Keras LSTM for export), but the time loop (``tf.scan``) only does
+    the recurrent product: about 1.5x faster to train on CPU than Keras' generic loop.
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        u = self.units
+        self.kernel = self.add_weight(shape=(input_shape[-1], 4 * u), name="kernel",
+                                      initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(shape=(u, 4 * u), name="recurrent_kernel",
+                                                initializer="orthogonal")
+
+        def forget_bias_one(shape, dtype=None):  # Keras' unit_forget_bias
+            return tf.concat([tf.zeros([u]), tf.ones([u]), tf.zeros([2 * u])], 0)
+
+        self.bias = self.add_weight(shape=(4 * u,), name="bias", initializer=forget_bias_one)
+
+    def call(self, x):
+        projected = tf.einsum("btf,fg->tbg", x, self.kernel) + self.bias  # (T, B, 4u)
+        zeros = tf.zeros([tf.shape(x)[0], self.units], dtype=x.dtype)
+        recurrent = self.recurrent_kernel
+
+        def step(state, z_x):
+            h, c = state
+            i, f, g, o = tf.split(z_x + tf.matmul(h, recurrent), 4, axis=1)
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            return tf.sigmoid(o) * tf.tanh(c), c
+
+        h, _ = tf.scan(step, projected, initializer=(zeros, zeros))
+        return tf.transpose(h, [1, 0, 2])
+
+
+class BiLSTM(layers.Layer):
+    """Bidirectional LSTM over a padded batch, exact for every item's valid length.
+
+    The forward LSTM never sees the padding before a valid frame; the backward one runs over
+    each sequence reversed within its own length (``tf.reverse_sequence``), so padding comes
+    last for it too. This needs no mask: Keras' masked RNN path measured about 1.6x slower
+    on CPU. The two directions are independent ops, which TensorFlow runs in parallel.
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.forward_lstm = LSTM(units, name="forward")
+        self.backward_lstm = LSTM(units, name="backward")
+
+    def call(self, x, lengths):
+        forward = self.forward_lstm(x)
+        reverse = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
+        backward = tf.reverse_sequence(self.backward_lstm(reverse), lengths, seq_axis=1,
+                                       batch_axis=0)
+        return tf.concat([forward, backward], axis=-1)
+
+
+class AcousticModel(keras.Model):
+    def __init__(self, config: ModelConfig, n_features: int, vocab_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.n_features = n_features
+        self.vocab_size = vocab_size
+        self.stride = config.subsampling if config.front_end else 1
+        self.front = None
+        if config.front_end:
+            k = config.conv_kernel
+            self.front = [
+                layers.ZeroPadding1D((k // 2, k // 2), name="pad"),
+                layers.Conv1D(config.conv_filters, k, strides=self.stride, padding="valid",
+                              activation="relu", name="conv"),
+            ]
+        self.lstms = [BiLSTM(config.lstm_units, name=f"blstm{i}")
+                      for i in range(config.lstm_layers)]
+        self.norms = [layers.LayerNormalization(name=f"norm{i}") if config.norm == "layer"
+                      else None for i in range(config.lstm_layers)]
+        self.dropout = layers.Dropout(config.dropout)
+        self.head = layers.Dense(vocab_size, name="ctc_head")
+
+    def output_lengths(self, lengths):
+        """Valid output frames for input lengths: ceil(length / stride)."""
+        lengths = tf.cast(lengths, tf.int32)
+        return (lengths + self.stride - 1) // self.stride
+
+    def call(self, features, lengths, training=False):
+        valid = tf.sequence_mask(lengths, tf.shape(features)[1], dtype=features.dtype)
+        x = features * valid[:, :, tf.newaxis]  # whatever lies in the padding is ignored
+        if self.front is not None:
+            for layer in self.front:
+                x = layer(x)
+        out_lengths = self.output_lengths(lengths)
+        for lstm, norm in zip(self.lstms, self.norms):
+            x = lstm(x, out_lengths)
+            if norm is not None:
+                x = norm(x)
+            x = self.dropout(x, training=training)
+        return tf.nn.log_softmax(self.head(x), axis=-1)
+
+    def build_for_inference(self) -> AcousticModel:
+        """Create the weights by running one tiny batch."""
+        self(np.zeros((1, 8, self.n_features), np.float32), np.array([8], np.int32))
+        return self
+
+
+def build_model(config: ModelConfig, n_features: int, alphabet: Alphabet) -> AcousticModel:
+    return AcousticModel(config, n_features, alphabet.size).build_for_inference()
+
+
+def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
+               alphabet: Alphabet, extra: dict | None = None) -> Path:
+    """Write the model directory: weights, configuration and alphabet."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_weights(path / "model.weights.h5")
+    meta = {"format_version": FORMAT_VERSION, "model": asdict(model.config),
+            "features": asdict(features), "n_features": model.n_features, **(extra or {})}
+    (path / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    alphabet.save(path / "alphabet.json")
+    return path
+
+
+def load_model(path: str | Path) -> tuple[AcousticModel, FeatureConfig, Alphabet, dict]:
+    """Rebuild a model directory written by :func:`save_model`."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "model.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not a speechrnn model directory "
+                                "(no model.json)") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: model format {meta.get('format_version')} is not "
+                         f"supported (expected {FORMAT_VERSION})")
+    alphabet = Alphabet.load(path / "alphabet.json")
+    features = from_dict(FeatureConfig, meta["features"])
+    model = build_model(from_dict(ModelConfig, meta["model"]), meta["n_features"], alphabet)
+    model.load_weights(path / "model.weights.h5")
+    return model, features, alphabet, meta

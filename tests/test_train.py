@@ -1,0 +1,203 @@
+"""Training end to end on a tiny synthetic corpus: tracking, resume, guards."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from speechrnn.config import load_pipeline_config
+from speechrnn.corpora import ImportOptions, make_synth_corpus
+from speechrnn.manifest import read_manifest, write_manifest
+
+TINY = {
+    "model": {"conv_filters": 16, "lstm_layers": 1, "lstm_units": 16, "dropout": 0.0},
+    "batch": {"batch_size": 4, "buckets": 1},
+    "train": {"epochs": 2, "learning_rate": 0.003},
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    if not __import__("shutil").which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    out = tmp_path_factory.mktemp("corpus")
+    make_synth_corpus(ImportOptions(out=out, progress=False), train=16, dev=4, test=4)
+    return out
+
+
+def write_config(tmp_path: Path, corpus: Path, **sections) -> Path:
+    data = json.loads(json.dumps(TINY))
+    data["data"] = {"kind": "synth", "out": str(corpus), "cache": str(tmp_path / "cache")}
+    data["train"]["workdir"] = str(tmp_path / "run")
+    data["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def mlflow_run(tmp_path: Path, run_id: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    return client, client.get_run(run_id)
+
+
+def test_train_logs_everything_and_registers_a_model(corpus, tmp_path):
+    from speechrnn.tracking import Tracker
+    from speechrnn.train import experiment_name, train
+
+    cfg = load_pipeline_config(write_config(tmp_path, corpus))
+    tracker = Tracker(experiment_name(cfg), cfg.tracking.uri)
+    result = train(cfg, tracker, progress=False)
+    assert len(result.history) == 2
+    client, run = mlflow_run(tmp_path, result.run_id)
+    assert run.info.status == "FINISHED"
+    for metric in ("train_loss", "dev_loss", "dev_wer", "dev_cer", "learning_rate",
+                   "epoch_seconds", "train_audio_s_per_s"):
+        assert [m.step for m in client.get_metric_history(result.run_id, metric)] == [0, 1]
+    lrs = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
+    assert lrs[0] != lrs[1]  # the schedule moves
+    assert run.data.params["model.lstm_units"] == "16"
+    assert run.data.params["dataset.training.utterances"] == "16"
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"tiny-train", "tiny-dev"}
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "alphabet.json", "training_curves.png",
+            "dev_transcripts"} <= artifacts
+    assert result.model["version"] == 1
+    versions = client.search_model_versions(f"name='{experiment_name(cfg)}'")
+    assert len(versions) == 1
+
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    served = mlflow.pyfunc.load_model(f"models:/{experiment_name(cfg)}/1")
+    audio = Path(read_manifest(corpus / "test.jsonl")[0].audio).read_bytes()
+    out = served.predict(pd.DataFrame({"audio": [audio]}))
+    assert list(out.columns) == ["text"] and isinstance(out["text"][0], str)
+    from speechrnn.transcribe import Transcriber
+
+    assert out["text"][0] == Transcriber(result.model_dir).transcribe(audio)
+    # a finished run rerun does nothing more
+    again = train(cfg, Tracker(experiment_name(cfg), cfg.tracking.uri), progress=False)
+    assert again.run_id == result.run_id and len(again.history) == 2
+
+
+def _run_cli(config: Path, *extra) -> subprocess.Popen:
+    env = {**os.environ, "SPEECHRNN_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "speechrnn", "train", "--config",
+                             str(config), "--quiet", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _wait_for(proc, pattern: str, timeout: float = 240):
+    lines, start = [], time.time()
+    for line in proc.stdout:
+        lines.append(line)
+        if pattern in line:
+            return lines
+        if time.time() - start > timeout:
+            break
+    proc.kill()
+    raise AssertionError(f"never saw {pattern!r}:\n{''.join(lines)}")
+
+
+def test_sigkill_mid_epoch_resumes_the_same_run(corpus, tmp_path):
+    config = write_config(tmp_path, corpus, train={"epochs": 4})
+    proc = _run_cli(config)
+    _wait_for(proc, "epoch   2 ")
+    time.sleep(1.0)  # into epoch 3
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())
+    assert state["epoch"] >= 2 and not state["finished"]
+    run_id = state["run_id"]
+
+    proc = _run_cli(config)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "resuming from" in out
+    client, run = mlflow_run(tmp_path, run_id)
+    assert run.info.status == "FINISHED"
+    for metric in ("dev_wer", "train_loss", "learning_rate"):
+        steps = [m.step for m in client.get_metric_history(run_id, metric)]
+        assert steps == [0, 1, 2, 3], (metric, steps)
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_checkpoints_mid_epoch_and_resumes(corpus, tmp_path, sig):
+    config = write_config(tmp_path, corpus, train={"epochs": 5},
+                          batch={"batch_size": 2, "buckets": 1})
+    proc = _run_cli(config)
+    _wait_for(proc, "epoch   1 ")
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())
+    assert 1 <= state["epoch"] < 5 and state["step"] > 0 and state["partial"]["items"] > 0
+    assert len(state["history"]) == state["epoch"]  # finished epochs only
+    proc = _run_cli(config)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert f"epoch {state['epoch'] + 1}, batch {state['step'] + 1}" in out
+    final = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())
+    assert final["finished"] and [h["epoch"] for h in final["history"]] == [0, 1, 2, 3, 4]
+
+
+def test_bad_utterances_are_skipped_and_changed_config_is_refused(corpus, tmp_path):
+    from speechrnn.audio import save_audio
+    from speechrnn.train import TrainError, train
+
+    rows = read_manifest(corpus / "train.jsonl")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....garbage")
+    save_audio(tmp_path / "silent.wav", np.zeros(16000, np.float32))
+    bad = [replace(rows[0], audio=str(tmp_path / "corrupt.wav"), id="corrupt"),
+           replace(rows[0], audio=str(tmp_path / "silent.wav"), id="silent")]
+    data = tmp_path / "data"
+    write_manifest(data / "train.jsonl", rows + bad)
+    for split in ("dev", "test"):
+        write_manifest(data / f"{split}.jsonl", read_manifest(corpus / f"{split}.jsonl"))
+    config = write_config(tmp_path, data, train={"epochs": 1}, tracking={"enabled": False})
+    cfg = load_pipeline_config(config)
+    result = train(cfg, progress=False)
+    assert result.skipped == 2
+    with pytest.raises(TrainError, match="different configuration"):
+        train(load_pipeline_config(config, ["model.lstm_units=8"]), progress=False)
+
+
+def test_nonfinite_batch_leaves_weights_alone(corpus, tmp_path):
+    import tensorflow as tf
+
+    from speechrnn.config import Config, ModelConfig
+    from speechrnn.model import build_model
+    from speechrnn.text import Alphabet
+    from speechrnn.train import Steps, make_optimizer
+
+    cfg = Config(model=ModelConfig(conv_filters=8, lstm_layers=1, lstm_units=4))
+    model = build_model(cfg.model, 39, Alphabet())
+    optimizer = make_optimizer(cfg, 10)
+    optimizer.build(model.trainable_variables)
+    steps = Steps(model, optimizer, 39)
+    before = [w.copy() for w in model.get_weights()]
+    x = np.random.default_rng(0).standard_normal((2, 30, 39)).astype(np.float32)
+    x[0, 3, 4] = np.nan
+    batch = {"features": tf.constant(x), "feature_lengths": tf.constant([30, 30]),
+             "labels": tf.constant([[1, 2], [3, 0]]), "label_lengths": tf.constant([2, 1])}
+    loss, finite = steps.train_batch(batch)
+    assert not finite and not np.isfinite(loss)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    x[0, 3, 4] = 0.0
+    loss, finite = steps.train_batch({**batch, "features": tf.constant(x)})
+    assert finite and np.isfinite(loss)
+    assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
