@@ -149,6 +149,9 @@ class DataConfig:
     format: str = "jsonl"
     seed: int = 0
     train: str = "train"  # manifest names used for training, model selection and testing
+    extra_train: tuple[str, ...] = ()  # more training manifests (paths)
+    synth_extra: int = 0  # add this many synthetic utterances (espeak-ng/flite) to training
+    synth_extra_digit_share: float = 1.0  # ... of which this fraction are digit strings
     dev: str = "dev"
     test: str = "test"
     test_speakers: tuple[str, ...] = ()

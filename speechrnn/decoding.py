@@ -1,13 +1,36 @@
 """Decoding: per-frame log-probabilities -> text.
 
 Greedy CTC decoding takes the best label of every frame, merges repeats and drops blanks.
+Beam search (CTC prefix beam search, Hannun et al. 2014) keeps the ``beam_width`` best
+prefixes and, given a word language model (:class:`speechrnn.lm.WordLM`), adds
+``lm_weight`` x its log-probability at every word end and ``word_bonus`` per word; a partial
+word that can no longer become a known word pays the LM's out-of-vocabulary penalty once.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
+from .lm import EOS, WordLM
 from .text import Alphabet
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    method: str = "greedy"  # greedy | beam
+    beam_width: int = 16
+    lm_weight: float = 0.8  # with a language model
+    word_bonus: float = 1.0
+    prune: float = -10.0  # characters below this log-probability at a frame are not tried
+
+    def __post_init__(self):
+        if self.method not in ("greedy", "beam"):
+            raise ValueError(f"decoding method must be greedy or beam, not {self.method!r}")
+        if self.beam_width < 1:
+            raise ValueError("beam_width must be >= 1")
 
 
 def greedy_ids(log_probs: np.ndarray, blank: int = 0) -> list[int]:
@@ -27,3 +50,100 @@ def greedy_decode(log_probs: np.ndarray, alphabet: Alphabet) -> str:
 def greedy_batch(log_probs: np.ndarray, lengths, alphabet: Alphabet) -> list[str]:
     """Greedy text of each item of a padded batch (B, T, V), using only its valid frames."""
     return [greedy_decode(log_probs[i, :int(n)], alphabet) for i, n in enumerate(lengths)]
+
+
+def _logadd(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+class _LMScorer:
+    """LM score of a text prefix: completed words, plus the OOV penalty for a partial word
+    that is no known word's prefix. Cached per prefix."""
+
+    def __init__(self, lm: WordLM | None, weight: float, bonus: float):
+        self.lm, self.weight, self.bonus = lm, weight, bonus
+        self.cache: dict[str, float] = {"": 0.0}
+
+    def __call__(self, prefix: str) -> float:
+        if prefix in self.cache:
+            return self.cache[prefix]
+        if prefix.endswith(" "):  # a word was just completed
+            head, _, word = prefix[:-1].rpartition(" ")
+            score = self(head + " " if head else "") + self._word(head.split(), word)
+        else:
+            head, space, partial = prefix.rpartition(" ")
+            score = self(head + space)
+            if self.lm is not None and partial not in self.lm.prefixes:
+                score += self.weight * self.lm.oov_log_prob
+        self.cache[prefix] = score
+        return score
+
+    def _word(self, history: list[str], word: str) -> float:
+        if self.lm is None:
+            return self.bonus
+        # an unknown word pays the LM's OOV log-probability (log_prob returns it)
+        return self.weight * self.lm.log_prob(tuple(history), word) + self.bonus
+
+    def final(self, prefix: str) -> float:
+        """Score of a whole hypothesis: its last word completed, then end of sentence."""
+        text = prefix.strip()
+        if not text:
+            return 0.0
+        score = self(text + " ")
+        if self.lm is not None:
+            score += self.weight * self.lm.log_prob(tuple(text.split()), EOS)
+        return score
+
+
+def beam_search(log_probs: np.ndarray, alphabet: Alphabet,
+                options: DecodingOptions = DecodingOptions(method="beam"),
+                lm: WordLM | None = None) -> str:
+    """CTC prefix beam search over one utterance's (T, V) log-probabilities."""
+    chars = alphabet.characters
+    scorer = _LMScorer(lm, options.lm_weight, options.word_bonus)
+    beams: dict[str, tuple[float, float]] = {"": (0.0, -math.inf)}  # prefix -> (blank, non)
+    neg = -math.inf
+    for frame in np.asarray(log_probs, dtype=np.float64):
+        candidates = [int(i) for i in np.nonzero(frame >= options.prune)[0]]
+        if alphabet.blank not in candidates:
+            candidates.append(alphabet.blank)
+        nxt: dict[str, list[float]] = {}
+
+        def add(prefix, blank=neg, non=neg, nxt=nxt):
+            entry = nxt.setdefault(prefix, [neg, neg])
+            entry[0] = _logadd(entry[0], blank)
+            entry[1] = _logadd(entry[1], non)
+
+        for prefix, (p_b, p_nb) in beams.items():
+            total = _logadd(p_b, p_nb)
+            last = prefix[-1] if prefix else None
+            for k in candidates:
+                p = frame[k]
+                if k == alphabet.blank:
+                    add(prefix, blank=total + p)
+                    continue
+                c = chars[k - 1]
+                if c == " " and (not prefix or last == " "):
+                    add(prefix, non=total + p)  # no leading or double spaces: stay put
+                    continue
+                if c == last:
+                    add(prefix, non=p_nb + p)  # a repeat merges ...
+                    add(prefix + c, non=p_b + p)  # ... unless a blank separated it
+                else:
+                    add(prefix + c, non=total + p)
+        ranked = sorted(nxt.items(), key=lambda kv: _logadd(*kv[1]) + scorer(kv[0]),
+                        reverse=True)
+        beams = {k: (v[0], v[1]) for k, v in ranked[:options.beam_width]}
+    best = max(beams.items(), key=lambda kv: _logadd(*kv[1]) + scorer.final(kv[0]))
+    return " ".join(best[0].split())
+
+
+def decode(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions,
+           lm: WordLM | None = None) -> str:
+    if options.method == "greedy":
+        return greedy_decode(log_probs, alphabet)
+    return beam_search(log_probs, alphabet, options, lm)

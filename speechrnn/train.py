@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, dump_yaml, flatten
+from .corpora import training_manifests
 from .dataset import Examples, load_examples, make_dataset
 from .decoding import greedy_batch
 from .evaluate import error_rates, utterance_wer
@@ -158,8 +159,8 @@ def config_digest(cfg: Config) -> str:
                                  "train.patience", "train.workdir", "train.intra",
                                  "train.inter", "batch.workers", "data.cache"))}
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
-    for split in (cfg.data.train, cfg.data.dev):
-        h.update(_manifest(cfg, split).read_bytes())
+    for path in (*training_manifests(cfg.data), _manifest(cfg, cfg.data.dev)):
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -322,7 +323,7 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
         shutil.rmtree(workdir / "best", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     alphabet = Alphabet()
-    train_rows = read_manifest(_manifest(cfg, cfg.data.train))
+    train_rows = [row for path in training_manifests(cfg.data) for row in read_manifest(path)]
     dev_rows = read_manifest(_manifest(cfg, cfg.data.dev))
     extractor = _extractor(cfg, workdir, train_rows)
     stride = cfg.model.subsampling if cfg.model.front_end else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .fsdd import import_fsdd
@@ -46,6 +47,17 @@ def resolve_source(source: str, corpora: str | Path | None = None) -> Path:
                             "--corpora / SPEECHRNN_CORPORA to the folder that holds it)")
 
 
+def synth_extra_manifest(cfg) -> Path:
+    """Where ``data.synth_extra`` synthetic training utterances are written."""
+    return Path(cfg.out) / "synth-extra" / "train.jsonl"
+
+
+def training_manifests(cfg) -> list[Path]:
+    """Every manifest a ``DataConfig`` trains on: its train split, extras, synthetic extras."""
+    paths = [Path(cfg.out) / f"{cfg.train}.{cfg.format}", *map(Path, cfg.extra_train)]
+    return paths + ([synth_extra_manifest(cfg)] if cfg.synth_extra else [])
+
+
 def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
                  progress: bool | None = None) -> ImportResult | None:
     """Build the manifests ``cfg`` (a ``DataConfig``) names, unless they already exist.
@@ -53,13 +65,16 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
     Returns the import result, or None when every manifest was already there.
     """
     out = Path(cfg.out)
-    wanted = [out / f"{name}.{cfg.format}" for name in (cfg.train, cfg.dev, cfg.test)]
-    if not force and all(p.exists() for p in wanted):
-        return None
     options = ImportOptions(out=out, format=cfg.format, seed=cfg.seed,
                             test_speakers=tuple(cfg.test_speakers),
                             dev_speakers=tuple(cfg.dev_speakers),
                             dev_fraction=cfg.dev_fraction, progress=progress)
+    if cfg.synth_extra and (force or not synth_extra_manifest(cfg).exists()):
+        make_synth_corpus(replace(options, out=synth_extra_manifest(cfg).parent, format="jsonl"),
+                          cfg.synth_extra, 0, 0, cfg.synth_extra_digit_share)
+    wanted = [out / f"{name}.{cfg.format}" for name in (cfg.train, cfg.dev, cfg.test)]
+    if not force and all(p.exists() for p in wanted):
+        return None
     if cfg.kind == "synth":
         return make_synth_corpus(options, cfg.synth_train, cfg.synth_dev, cfg.synth_test)
     if cfg.source is None:
@@ -72,4 +87,4 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
 
 __all__ = ["IMPORTERS", "ImportOptions", "ImportResult", "Rejected", "SynthError",
            "import_corpus", "make_synth_corpus", "prepare_data", "resolve_source",
-           "split_by_speaker", "validate"]
+           "split_by_speaker", "synth_extra_manifest", "training_manifests", "validate"]
