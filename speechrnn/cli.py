@@ -5,6 +5,7 @@
     speechrnn data prepare --config FILE [--set k=v]     the manifests a pipeline config names
     speechrnn data stats MANIFEST...                     utterances, hours, speakers, lengths
     speechrnn train --config FILE [--set k=v] [--fresh]  train (or resume), tracked in MLflow
+    speechrnn evaluate --model DIR --manifest FILE       WER/CER, greedy or beam (+ word LM)
 """
 
 from __future__ import annotations
@@ -119,6 +120,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .decoding import DecodingOptions
+    from .evaluate import evaluate_model
+    from .lm import WordLM
+    from .train import write_transcripts
+    from .transcribe import Transcriber
+
+    lm = None
+    if args.lm_from:
+        texts = [r.text for m in args.lm_from for r in read_manifest(m)]
+        lm = WordLM.from_texts(texts, order=args.lm_order)
+    options = DecodingOptions(method=args.decoder, beam_width=args.beam_width,
+                              lm_weight=args.lm_weight, word_bonus=args.word_bonus)
+    rows = read_manifest(args.manifest)
+    rates, table = evaluate_model(Transcriber(args.model), rows, options, lm,
+                                  progress=False if args.quiet else None)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_transcripts(Path(args.out) / "transcripts.tsv", table)
+    print(json.dumps({"model": str(args.model), "manifest": str(args.manifest),
+                      "decoder": args.decoder, "lm": bool(lm), **rates.as_dict()}, indent=2))
+    return 0
+
+
 def cmd_stats(args) -> int:
     report = {}
     for path in args.manifest:
@@ -203,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints, start over")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")
+    p.add_argument("--model", required=True, help="a model directory (runs/<config>/model)")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
+    p.add_argument("--beam-width", type=int, default=16)
+    p.add_argument("--lm-from", type=Path, action="append", default=[],
+                   help="build a word LM from these manifests' transcripts (beam only)")
+    p.add_argument("--lm-order", type=int, default=3)
+    p.add_argument("--lm-weight", type=float, default=0.8)
+    p.add_argument("--word-bonus", type=float, default=1.0)
+    p.add_argument("--out", help="folder for transcripts.tsv (per-utterance WER)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

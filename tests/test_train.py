@@ -201,3 +201,21 @@ def test_nonfinite_batch_leaves_weights_alone(corpus, tmp_path):
     loss, finite = steps.train_batch({**batch, "features": tf.constant(x)})
     assert finite and np.isfinite(loss)
     assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_evaluate_command_scores_a_trained_model(corpus, tmp_path, capsys):
+    from speechrnn.cli import main
+
+    config = write_config(tmp_path, corpus, train={"epochs": 1}, tracking={"enabled": False})
+    assert main(["train", "--config", str(config), "--quiet"]) == 0
+    capsys.readouterr()
+    model = tmp_path / "run" / "model"
+    for extra in ([], ["--decoder", "beam", "--lm-from", str(corpus / "train.jsonl")]):
+        assert main(["evaluate", "--model", str(model), "--manifest",
+                     str(corpus / "test.jsonl"), "--quiet", "--out", str(tmp_path / "ev"),
+                     *extra]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["utterances"] == 4 and 0 <= summary["cer"] and summary["words"] > 0
+        assert summary["lm"] == bool(extra)
+        lines = (tmp_path / "ev" / "transcripts.tsv").read_text().splitlines()
+        assert lines[0] == "id\treference\thypothesis\twer" and len(lines) == 5
