@@ -246,3 +246,19 @@ def test_synth_corpus_holds_out_voices_and_is_seeded(needs_espeak, tmp_path):
     assert any(not set(t.split()) <= set(DIGITS) for t in texts)
     if shutil.which("flite"):
         assert any(s.startswith("flite-") for s in voices["train"] | voices["test"])
+
+
+def test_prepare_data_builds_once_and_adds_synthetic_training_voices(needs_espeak, tmp_path):
+    from speechrnn.config import DataConfig
+    from speechrnn.corpora import prepare_data, training_manifests
+
+    cfg = DataConfig(kind="synth", out=str(tmp_path / "d"), synth_train=6, synth_dev=2,
+                     synth_test=2, synth_extra=4)
+    assert prepare_data(cfg, progress=False) is not None
+    assert prepare_data(cfg, progress=False) is None  # already there: nothing rebuilt
+    paths = training_manifests(cfg)
+    assert [p.name for p in paths] == ["train.jsonl", "train.jsonl"]
+    extra = read_manifest(paths[1])
+    assert len(extra) == 4 and all(set(r.text.split()) <= set(DIGITS) for r in extra)
+    with pytest.raises(FileNotFoundError, match="SPEECHRNN_CORPORA"):
+        prepare_data(DataConfig(kind="fsdd", source="no-such-corpus", out=str(tmp_path / "f")))
