@@ -41,7 +41,7 @@ class Transcriber:
     def log_probs(self, audio: np.ndarray) -> np.ndarray:
         """(T', vocab) log-probabilities of one utterance."""
         feats = self.extractor.from_audio(audio)
-        out = self.model(feats[np.newaxis], np.array([len(feats)], np.int32))
+        out = self.model.predict_log_probs(feats[np.newaxis], np.array([len(feats)], np.int32))
         return out.numpy()[0]
 
     def transcribe(self, source, sample_rate: int | None = None) -> str:
