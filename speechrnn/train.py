@@ -26,7 +26,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +180,7 @@ def _extractor(cfg: Config, workdir: Path, train_rows) -> FeatureExtractor:
     if cfg.features.cmvn_stats:
         CMVN.load(cfg.features.cmvn_stats).save(stats)
     elif not stats.exists():
-        raw = FeatureExtractor(cfg.features.__class__(**{**asdict(cfg.features),
-                                                         "cmvn": "none"}), cache)
+        raw = FeatureExtractor(replace(cfg.features, cmvn="none"), cache)
         CMVN.compute(raw(r.audio, *r.segment) for r in train_rows).save(stats)
     return FeatureExtractor(cfg.features, cache, cmvn=CMVN.load(stats))
 
