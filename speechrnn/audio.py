@@ -115,6 +115,42 @@ def load_audio(
     return prepare_audio(data, native_rate, sample_rate, name)
 
 
+def stream_audio(source: Source, sample_rate: int = SAMPLE_RATE, block_seconds: float = 30.0,
+                 name: str | None = None):
+    """Decode ``source`` block by block: float32 mono blocks of about ``block_seconds`` at
+    ``sample_rate``, resampled by one continuous soxr stream (no seams between blocks).
+    Memory stays bounded whatever the file's length. Raises :class:`AudioError`."""
+    import soxr
+
+    name = _name(source, name)
+    with _open(source, name) as f:
+        native_rate = f.samplerate
+        if native_rate <= 0:
+            raise AudioError(name, f"bad sample rate {native_rate}")
+        stream = None if native_rate == sample_rate else \
+            soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32")
+        size = max(int(block_seconds * native_rate), 1)
+        any_samples = False
+        while True:
+            try:
+                data = f.read(size, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise AudioError(name, f"corrupt or truncated audio data ({err})") from None
+            last = len(data) < size
+            if len(data) == 0 and not any_samples:
+                raise AudioError(name, "no audio samples (zero-length audio)")
+            audio = data.mean(axis=1)
+            if not np.isfinite(audio).all():
+                raise AudioError(name, "audio contains non-finite samples (NaN or Inf)")
+            any_samples = any_samples or len(audio) > 0
+            if stream is not None:
+                audio = stream.resample_chunk(audio, last=last)
+            if len(audio):
+                yield np.ascontiguousarray(audio, dtype=np.float32)
+            if last:
+                return
+
+
 def prepare_audio(data: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_RATE,
                   name: str = "<audio array>") -> np.ndarray:
     """Samples in memory -> float32 mono at ``target_rate``.

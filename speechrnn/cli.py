@@ -5,7 +5,8 @@
     speechrnn data prepare --config FILE [--set k=v]     the manifests a pipeline config names
     speechrnn data stats MANIFEST...                     utterances, hours, speakers, lengths
     speechrnn train --config FILE [--set k=v] [--fresh]  train (or resume), tracked in MLflow
-    speechrnn evaluate --model DIR --manifest FILE       WER/CER, greedy or beam (+ word LM)
+    speechrnn evaluate --model M --manifest FILE         WER/CER, S/I/D, report (+ MLflow)
+    speechrnn transcribe --model M PATH...               text, json, srt or vtt per file
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from .audio import AudioError
 from .config import ConfigError
 from .manifest import ManifestError, format_stats, manifest_stats, read_manifest
+from .text import normalize_text
 
 USER_ERRORS = (AudioError, ConfigError, ManifestError, FileNotFoundError, ValueError,
                RuntimeError)
@@ -120,28 +122,132 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def _decoding(args):
+    """DecodingOptions and word LM from the shared decoding flags."""
     from .decoding import DecodingOptions
-    from .evaluate import evaluate_model
     from .lm import WordLM
-    from .train import write_transcripts
-    from .transcribe import Transcriber
 
-    lm = None
-    if args.lm_from:
-        texts = [r.text for m in args.lm_from for r in read_manifest(m)]
-        lm = WordLM.from_texts(texts, order=args.lm_order)
+    texts = [r.text for m in args.lm_from for r in read_manifest(m)]
+    for path in args.lm_text:
+        try:
+            texts += Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise FileNotFoundError(f"{path}: cannot read LM text ({err})") from None
+    lm = WordLM.from_texts([normalize_text(t) for t in texts if t.strip()],
+                           order=args.lm_order) if texts else None
+    if lm is not None and args.decoder == "greedy":
+        raise ValueError("a language model needs --decoder beam")
     options = DecodingOptions(method=args.decoder, beam_width=args.beam_width,
                               lm_weight=args.lm_weight, word_bonus=args.word_bonus)
+    return options, lm
+
+
+def _transcriber(args):
+    from .transcribe import load_model
+
+    options, lm = _decoding(args)
+    return load_model(args.model, backend=args.backend, options=options, lm=lm)
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_model, write_report
+
+    transcriber = _transcriber(args)
     rows = read_manifest(args.manifest)
-    rates, table = evaluate_model(Transcriber(args.model), rows, options, lm,
-                                  progress=False if args.quiet else None)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        write_transcripts(Path(args.out) / "transcripts.tsv", table)
-    print(json.dumps({"model": str(args.model), "manifest": str(args.manifest),
-                      "decoder": args.decoder, "lm": bool(lm), **rates.as_dict()}, indent=2))
+    rates, scores = evaluate_model(transcriber, rows, progress=False if args.quiet else None)
+    summary = {"model": str(args.model), "manifest": str(args.manifest),
+               "decoder": args.decoder, "beam_width": args.beam_width,
+               "lm": transcriber.lm is not None, "backend": transcriber.backend,
+               **rates.as_dict()}
+    if args.out or args.run_id:
+        import tempfile
+
+        out = Path(args.out or tempfile.mkdtemp(prefix="speechrnn-eval-"))
+        files = write_report(out, summary, scores)
+        if args.run_id:
+            from .tracking import log_to_run
+
+            name = args.name or Path(args.manifest).stem
+            tag = f"{name}_{args.decoder}" + ("_lm" if transcriber.lm is not None else "")
+            log_to_run(args.run_id, {f"{tag}_{k}": getattr(rates, k) for k in
+                                     ("wer", "cer", "substitutions", "deletions",
+                                      "insertions")}, files, f"evaluation/{tag}")
+            summary["run_id"] = args.run_id
+    print(json.dumps(summary, indent=2))
     return 0
+
+
+def _inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """Files named, found in folders (recursively) or matched by globs; and what failed."""
+    import glob
+
+    from .transcribe import AUDIO_SUFFIXES
+
+    files, missing = [], []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+            files += found or []
+            if not found:
+                missing.append(f"{p}: no audio files in this folder")
+        elif not path.exists() and any(c in p for c in "*?["):
+            found = sorted(Path(f) for f in glob.glob(p, recursive=True) if Path(f).is_file())
+            files += found
+            if not found:
+                missing.append(f"{p}: no file matches this pattern")
+        else:
+            files.append(path)  # a missing file is reported when it is read
+    return files, missing
+
+
+def _output_name(path: Path, fmt: str, used: set[str]) -> str:
+    name, n = f"{path.stem}.{fmt}", 1
+    while name in used:
+        n += 1
+        name = f"{path.stem}-{n}.{fmt}"
+    used.add(name)
+    return name
+
+
+def cmd_transcribe(args) -> int:
+    from .progress import progress_bar
+    from .transcribe import format_transcript
+
+    files, failures = _inputs(args.paths)
+    for line in failures:
+        print(f"speechrnn: error: {line}", file=sys.stderr)
+    if args.format in ("srt", "vtt") and len(files) > 1 and not args.output_dir:
+        raise ValueError(f"{args.format} output of several files needs --output-dir")
+    transcriber = _transcriber(args)
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    failed = len(failures)
+    with progress_bar(len(files), "transcribing", None if len(files) > 1 and not args.quiet
+                      else False) as bar:
+        for path in files:
+            try:
+                result = transcriber.transcribe(path)
+            except AudioError as err:
+                failed += 1
+                bar.write(f"speechrnn: error: {err}", file=sys.stderr)
+                bar.update(1)
+                continue
+            text = format_transcript(result, args.format, args.max_words_per_cue)
+            if out_dir:
+                (out_dir / _output_name(path, args.format, used)).write_text(text)
+            elif args.format == "txt" and len(files) > 1:
+                sys.stdout.write(f"{path}\t{text}")
+            else:
+                sys.stdout.write(text)
+            sys.stdout.flush()
+            bar.update(1)
+    if failed:
+        print(f"speechrnn: {failed} of {len(files) + len(failures)} inputs failed",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_stats(args) -> int:
@@ -175,6 +281,23 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. train.epochs=5 (repeatable)")
     p.add_argument("--corpora", help="folder holding the corpora (or SPEECHRNN_CORPORA)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a model directory (runs/<config>/model), "
+                   "runs:/<run_id>/model or models:/<name>/<version>")
+    p.add_argument("--backend", choices=("auto", "onnx", "keras"), default="auto",
+                   help="network runtime (auto: ONNX Runtime when installed)")
+    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
+    p.add_argument("--beam-width", type=int, default=16)
+    p.add_argument("--lm-from", type=Path, action="append", default=[],
+                   help="word LM from these manifests' transcripts (beam; repeatable)")
+    p.add_argument("--lm-text", type=Path, action="append", default=[],
+                   help="word LM from this text file, a sentence a line (beam; repeatable)")
+    p.add_argument("--lm-order", type=int, default=3)
+    p.add_argument("--lm-weight", type=float, default=0.8)
+    p.add_argument("--word-bonus", type=float, default=1.0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,18 +353,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")
-    p.add_argument("--model", required=True, help="a model directory (runs/<config>/model)")
+    _model_args(p)
     p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
-    p.add_argument("--beam-width", type=int, default=16)
-    p.add_argument("--lm-from", type=Path, action="append", default=[],
-                   help="build a word LM from these manifests' transcripts (beam only)")
-    p.add_argument("--lm-order", type=int, default=3)
-    p.add_argument("--lm-weight", type=float, default=0.8)
-    p.add_argument("--word-bonus", type=float, default=1.0)
-    p.add_argument("--out", help="folder for transcripts.tsv (per-utterance WER)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", help="folder for utterances.csv, alignment.txt, summary.json")
+    p.add_argument("--run-id", help="log the scores and report to this MLflow run")
+    p.add_argument("--name", help="metric prefix in MLflow (default: the manifest's name)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files, folders or globs")
+    _model_args(p)
+    p.add_argument("paths", nargs="+", help="audio files, folders (searched recursively), "
+                   "or glob patterns")
+    p.add_argument("--format", choices=("txt", "json", "srt", "vtt"), default="txt")
+    p.add_argument("--output-dir", help="write <name>.<format> files here (else stdout)")
+    p.add_argument("--max-words-per-cue", type=int, default=12,
+                   help="srt/vtt: words per subtitle cue at most (1: a cue per word)")
+    p.set_defaults(func=cmd_transcribe)
     return parser
 
 

@@ -112,6 +112,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.05
     grad_clip: float = 5.0  # global gradient norm
+    ema_decay: float = 0.0  # > 0: evaluate and keep an exponential moving average of weights
     patience: int = 6  # epochs without a better dev WER before stopping early
     time_budget_min: float = 0.0  # stop after this many minutes of training (0: no limit)
     max_nonfinite: int = 50  # consecutive batches with NaN/inf loss before giving up
@@ -123,6 +124,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.learning_rate <= 0 or self.grad_clip <= 0:
             raise ConfigError("train needs epochs >= 1, learning_rate > 0, grad_clip > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("train.ema_decay must be in [0, 1)")
 
 
 @dataclass(frozen=True)

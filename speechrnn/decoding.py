@@ -5,17 +5,50 @@ Beam search (CTC prefix beam search, Hannun et al. 2014) keeps the ``beam_width`
 prefixes and, given a word language model (:class:`speechrnn.lm.WordLM`), adds
 ``lm_weight`` x its log-probability at every word end and ``word_bonus`` per word; a partial
 word that can no longer become a known word pays the LM's out-of-vocabulary penalty once.
+
+:func:`decode` returns a :class:`Hypothesis`: the text, and for every word its start and
+end time and a confidence. Times come from the CTC alignment of the chosen text (Viterbi
+over the frames): a word starts at the first frame of its first character and ends after
+the last frame of its last character. A character's confidence is its best posterior
+among its aligned frames; a word's is the geometric mean over its characters, and the
+utterance's the geometric mean over all of them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .lm import EOS, WordLM
 from .text import Alphabet
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds
+    end: float
+    confidence: float  # 0..1
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str
+    words: tuple[Word, ...] = ()
+    confidence: float = 0.0
+
+    def shifted(self, seconds: float) -> Hypothesis:
+        """The same hypothesis with every time moved by ``seconds`` (a chunk's offset)."""
+        return replace(self, words=tuple(replace(w, start=round(w.start + seconds, 3),
+                                                 end=round(w.end + seconds, 3))
+                                         for w in self.words))
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "confidence": round(self.confidence, 4),
+                "words": [{"word": w.word, "start": w.start, "end": w.end,
+                           "confidence": round(w.confidence, 4)} for w in self.words]}
 
 
 @dataclass(frozen=True)
@@ -142,8 +175,68 @@ def beam_search(log_probs: np.ndarray, alphabet: Alphabet,
     return " ".join(best[0].split())
 
 
-def decode(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions,
-           lm: WordLM | None = None) -> str:
+def align(log_probs: np.ndarray, labels: list[int], blank: int = 0) -> list[tuple[int, int]]:
+    """CTC forced alignment (Viterbi): the (first, last) frame of each label of ``labels``
+    on its best path through ``log_probs`` (T, V). Raises ValueError if no path exists."""
+    lp = np.asarray(log_probs, dtype=np.float64)
+    if not labels:
+        return []
+    states = np.full(2 * len(labels) + 1, blank, dtype=np.int64)
+    states[1::2] = labels
+    n = len(states)
+    skip = np.zeros(n, dtype=bool)  # s-2 -> s allowed: a label unlike the one before it
+    skip[3::2] = states[3::2] != states[1:-2:2]
+    score = np.full(n, -np.inf)
+    score[:2] = lp[0, states[:2]]
+    back = np.zeros((len(lp), n), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    for t in range(1, len(lp)):
+        one = np.concatenate([[-np.inf], score[:-1]])
+        two = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
+        choice = np.argmax(np.stack([score, one, two]), axis=0)
+        score = np.choose(choice, [score, one, two]) + lp[t, states]
+        back[t] = choice
+    s = n - 1 if n == 1 or score[-1] >= score[-2] else n - 2
+    if not np.isfinite(score[s]):
+        raise ValueError("the text cannot be aligned to these frames")
+    spans: dict[int, list[int]] = {}
+    for t in range(len(lp) - 1, -1, -1):
+        if s % 2:
+            spans.setdefault(s // 2, [t, t])[0] = t
+        s -= int(back[t, s])
+    return [tuple(spans[i]) for i in range(len(labels))]
+
+
+def hypothesis(text: str, log_probs: np.ndarray, alphabet: Alphabet,
+               frame_seconds: float) -> Hypothesis:
+    """Word timings and confidences of ``text`` decoded from ``log_probs``."""
+    text = " ".join(text.split())
+    if not text:
+        return Hypothesis("")
+    labels = alphabet.encode(text)
+    lp = np.asarray(log_probs)
+    spans = align(lp, labels, alphabet.blank)
+    char_logp = [float(lp[a:b + 1, k].max()) for (a, b), k in zip(spans, labels)]
+    words, start = [], 0
+    for token in text.split(" "):
+        span = range(start, start + len(token))
+        conf = math.exp(sum(char_logp[i] for i in span) / len(token))
+        words.append(Word(token, round(spans[span[0]][0] * frame_seconds, 3),
+                          round((spans[span[-1]][1] + 1) * frame_seconds, 3), conf))
+        start += len(token) + 1  # and the space
+    letters = [c for i, c in enumerate(char_logp) if text[i] != " "]
+    return Hypothesis(text, tuple(words), math.exp(sum(letters) / len(letters)))
+
+
+def decode_text(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions,
+                lm: WordLM | None = None) -> str:
     if options.method == "greedy":
         return greedy_decode(log_probs, alphabet)
     return beam_search(log_probs, alphabet, options, lm)
+
+
+def decode(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions = DecodingOptions(),
+           lm: WordLM | None = None, frame_seconds: float = 0.03) -> Hypothesis:
+    """Text, word timings and confidences of one utterance's (T, V) log-probabilities;
+    ``frame_seconds`` is the duration of one output frame (hop x subsampling)."""
+    return hypothesis(decode_text(log_probs, alphabet, options, lm), log_probs, alphabet,
+                      frame_seconds)

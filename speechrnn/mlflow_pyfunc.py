@@ -1,10 +1,13 @@
 """The MLflow model: MLflow runs this file ("model from code") to build the served model.
 
 ``predict`` takes a DataFrame with a binary ``audio`` column (whole audio files: any format
-libsndfile reads, any rate, channels and length) and returns a DataFrame with ``text``.
+libsndfile reads, any rate, channels and length) and returns a DataFrame with ``text``,
+``confidence`` and ``words`` (a JSON list of {word, start, end, confidence}).
 The trained model directory travels as the artifact ``model_dir``; nothing is unpickled.
 Kept apart from tracking.py so that importing the library never defines or registers it.
 """
+
+import json
 
 import mlflow
 import pandas as pd
@@ -23,7 +26,11 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
             items = list(model_input["audio"])
         else:
             items = list(model_input)
-        return pd.DataFrame({"text": [self.transcriber.transcribe(bytes(x)) for x in items]})
+        results = [self.transcriber.transcribe(bytes(x)) for x in items]
+        return pd.DataFrame({
+            "text": [r.text for r in results],
+            "confidence": [r.confidence for r in results],
+            "words": [json.dumps(r.as_dict()["words"]) for r in results]})
 
 
 mlflow.models.set_model(SpeechRecognizerModel())

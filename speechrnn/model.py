@@ -8,8 +8,9 @@ result: features beyond each length are zeroed, the front end pads each side by 
 and the backward LSTM reads each sequence reversed within its own length.
 
 A trained model is saved as a directory (:func:`save_model`): ``model.weights.h5``,
-``model.json`` (model and feature configuration), ``alphabet.json``. :func:`load_model`
-rebuilds the network from that configuration and loads the weights: no pickled code.
+``model.json`` (model and feature configuration), ``alphabet.json`` and, when ONNX is
+installed, ``model.onnx`` (see :mod:`speechrnn.export`). :func:`load_model` rebuilds the
+network from that configuration and loads the weights: no pickled code.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 from .config import FeatureConfig, ModelConfig, from_dict  # noqa: E402
+from .model_dir import FORMAT_VERSION, read_model_dir  # noqa: E402
 from .text import Alphabet  # noqa: E402
-
-FORMAT_VERSION = 1
 
 
 class LSTM(layers.Layer):
@@ -165,22 +165,17 @@ def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
             "features": asdict(features), "n_features": model.n_features, **(extra or {})}
     (path / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     alphabet.save(path / "alphabet.json")
+    from .export import export_onnx, onnx_available
+
+    if onnx_available():
+        export_onnx(model, path / "model.onnx")
     return path
 
 
 def load_model(path: str | Path) -> tuple[AcousticModel, FeatureConfig, Alphabet, dict]:
     """Rebuild a model directory written by :func:`save_model`."""
-    path = Path(path)
-    try:
-        meta = json.loads((path / "model.json").read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not a speechrnn model directory "
-                                "(no model.json)") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: model format {meta.get('format_version')} is not "
-                         f"supported (expected {FORMAT_VERSION})")
-    alphabet = Alphabet.load(path / "alphabet.json")
-    features = from_dict(FeatureConfig, meta["features"])
-    model = build_model(from_dict(ModelConfig, meta["model"]), meta["n_features"], alphabet)
-    model.load_weights(path / "model.weights.h5")
-    return model, features, alphabet, meta
+    files = read_model_dir(path)
+    model = build_model(from_dict(ModelConfig, files.meta["model"]), files.meta["n_features"],
+                        files.alphabet)
+    model.load_weights(files.weights)
+    return model, files.features, files.alphabet, files.meta

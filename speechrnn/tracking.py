@@ -38,7 +38,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 MODEL_REQUIREMENTS = ("tensorflow", "keras", "librosa", "soundfile", "soxr", "numpy", "pyyaml",
                       "tqdm", "threadpoolctl", "jiwer", "mlflow")
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("binary", "audio")]),
-                           outputs=Schema([ColSpec("string", "text")]))
+                           outputs=Schema([ColSpec("string", "text"),
+                                           ColSpec("double", "confidence"),
+                                           ColSpec("string", "words")]))
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -215,6 +217,38 @@ def plot_history(history: list[dict]):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def log_to_run(run_id: str, metrics: dict[str, float], files: list[Path],
+               artifact_path: str, uri: str | None = None) -> str:
+    """Add metrics and files to an existing run (an evaluation of its model)."""
+    client = mlflow.MlflowClient(tracking_uri(uri))
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise ValueError(f"MLflow run {run_id!r} not found in {tracking_uri(uri)}") from None
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for f in files:
+        client.log_artifact(run_id, str(f), artifact_path)
+    return run_id
+
+
+def download_model(model_uri: str, uri: str | None = None) -> Path:
+    """The model directory inside a logged MLflow model (``runs:/<run_id>/model``,
+    ``models:/<name>/<version>``), downloaded to a local folder."""
+    import yaml
+
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except mlflow.exceptions.MlflowException as err:
+        raise FileNotFoundError(f"{model_uri}: {err.message.splitlines()[0]}") from None
+    try:
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        return local / flavor["artifacts"]["model_dir"]["path"]
+    except (FileNotFoundError, KeyError, TypeError):
+        raise FileNotFoundError(f"{model_uri}: not a speechrnn MLflow model") from None
 
 
 def load_pyfunc(model_uri: str, uri: str | None = None):

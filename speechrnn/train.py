@@ -3,8 +3,10 @@
 ``train(cfg)`` runs the whole job:
 
 1. features for the train and dev manifests (cached; bad items reported and skipped);
-2. epochs of Adam with a warm-up + cosine learning-rate schedule and global-norm gradient
-   clipping; a batch whose loss or gradients are not finite is skipped, weights untouched;
+2. epochs of Adam with a warm-up + cosine learning-rate schedule (annealed over the time
+   budget when that ends training first) and global-norm gradient clipping; an optional
+   moving average of the weights is what dev scores and the kept model use; a batch whose
+   loss or gradients are not finite is skipped, weights untouched;
 3. after each epoch: dev loss, greedy dev WER and CER; the best epoch by dev WER (then dev
    loss) is kept as the model; training stops early after ``patience`` epochs without a
    better WER, or when the time budget is spent;
@@ -17,7 +19,7 @@
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +37,7 @@ from .config import Config, dump_yaml, flatten
 from .corpora import training_manifests
 from .dataset import Examples, load_examples, make_dataset
 from .decoding import greedy_batch
-from .evaluate import error_rates, utterance_wer
+from .evaluate import error_rates, score_utterances, write_utterances
 from .features import CMVN, FeatureExtractor
 from .manifest import read_manifest
 from .progress import progress_bar
@@ -81,18 +83,19 @@ class TrainState:
 
 
 class Checkpointer:
-    """``<dir>/last``: weights, optimizer variables and state, replaced atomically."""
+    """``<dir>/last``: weights, optimizer (and weight-average) variables and state,
+    replaced atomically."""
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
 
-    def save(self, model, optimizer, state: TrainState) -> None:
+    def save(self, model, variables, state: TrainState) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         model.save_weights(tmp / "model.weights.h5")
-        np.savez(tmp / "optimizer.npz", *[v.numpy() for v in optimizer.variables])
+        np.savez(tmp / "optimizer.npz", *[v.numpy() for v in variables])
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
         last, old = self.dir / "last", self.dir / "old"
         shutil.rmtree(old, ignore_errors=True)
@@ -101,7 +104,7 @@ class Checkpointer:
         tmp.rename(last)
         shutil.rmtree(old, ignore_errors=True)
 
-    def restore(self, model, optimizer, digest: str) -> TrainState | None:
+    def restore(self, model, variables, digest: str) -> TrainState | None:
         """The saved state, weights and optimizer, if any; refuses another config's run."""
         for name in ("last", "old"):  # "old" survives a crash between the two renames
             path = self.dir / name
@@ -114,9 +117,9 @@ class Checkpointer:
                 model.load_weights(path / "model.weights.h5")
                 with np.load(path / "optimizer.npz") as saved:
                     values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-                if len(values) != len(optimizer.variables):
+                if len(values) != len(variables):
                     raise TrainError(f"{path}: optimizer state does not match the model")
-                for var, value in zip(optimizer.variables, values):
+                for var, value in zip(variables, values):
                     var.assign(value)
                 return state
         return None
@@ -185,25 +188,58 @@ def _extractor(cfg: Config, workdir: Path, train_rows) -> FeatureExtractor:
     return FeatureExtractor(cfg.features, cache, cmvn=CMVN.load(stats))
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate: linear warm-up from a tenth of the peak over ``warmup_epochs``, then
+    cosine decay to ``min_lr_ratio`` of it. Progress is the larger of the fraction of steps
+    done and, with a time budget, the fraction of the budget spent: a run cut short by its
+    budget still anneals instead of stopping at the peak rate."""
+
+    peak: float
+    warmup_steps: int
+    total_steps: int
+    min_ratio: float
+    budget_seconds: float = 0.0
+
+    @classmethod
+    def for_config(cls, cfg: Config, steps_per_epoch: int) -> Schedule:
+        t = cfg.train
+        total = max(1, t.epochs * steps_per_epoch)
+        return cls(t.learning_rate, min(total - 1, int(t.warmup_epochs * steps_per_epoch)),
+                   total, t.min_lr_ratio, 60.0 * t.time_budget_min)
+
+    def __call__(self, step: int, elapsed: float = 0.0) -> float:
+        if step < self.warmup_steps:
+            return self.peak * (0.1 + 0.9 * step / self.warmup_steps)
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        if self.budget_seconds:
+            progress = max(progress, elapsed / self.budget_seconds)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return self.peak * (self.min_ratio + (1.0 - self.min_ratio) * cosine)
+
+
 def make_optimizer(cfg: Config, steps_per_epoch: int):
+    """Adam with global-norm clipping; its rate is set from :class:`Schedule` each step."""
     import keras
 
-    t = cfg.train
-    total = max(1, t.epochs * steps_per_epoch)
-    warmup = min(total - 1, int(t.warmup_epochs * steps_per_epoch))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=t.learning_rate * 0.1, decay_steps=max(1, total - warmup),
-        alpha=t.min_lr_ratio, warmup_target=t.learning_rate, warmup_steps=warmup)
-    return keras.optimizers.Adam(learning_rate=schedule, global_clipnorm=t.grad_clip)
+    schedule = Schedule.for_config(cfg, steps_per_epoch)
+    return keras.optimizers.Adam(learning_rate=schedule(0), global_clipnorm=cfg.train.grad_clip)
 
 
 class Steps:
-    """The compiled training and evaluation steps of one model."""
+    """The compiled training and evaluation steps of one model.
 
-    def __init__(self, model, optimizer, n_features: int):
+    With ``ema_decay`` > 0 an exponential moving average of the weights follows training
+    (decay ``min(ema_decay, (1 + step) / (10 + step))``, so early steps are not dominated by
+    the initial weights); :meth:`averaged` puts it in the model for evaluation and export.
+    """
+
+    def __init__(self, model, optimizer, n_features: int, ema_decay: float = 0.0):
         import tensorflow as tf
 
         self.model, self.optimizer = model, optimizer
+        self.ema = [tf.Variable(v, trainable=False) for v in model.trainable_variables] \
+            if ema_decay else []
         spec = [tf.TensorSpec([None, None, n_features], tf.float32),
                 tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.int32),
                 tf.TensorSpec([None], tf.int32)]
@@ -226,6 +262,11 @@ class Steps:
         @tf.function(reduce_retracing=True)
         def apply(grads):
             optimizer.apply_gradients(zip(grads, variables))
+            if self.ema:
+                step = tf.cast(optimizer.iterations, tf.float32)
+                decay = tf.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+                for average, v in zip(self.ema, variables):
+                    average.assign(decay * average + (1.0 - decay) * v)
 
         @tf.function(input_signature=spec, reduce_retracing=True)
         def evaluate(features, feature_lengths, labels, label_lengths):
@@ -233,6 +274,26 @@ class Steps:
             return log_probs, losses(log_probs, feature_lengths, labels, label_lengths)
 
         self.gradients, self.apply, self.evaluate = gradients, apply, evaluate
+
+    @property
+    def state_variables(self) -> list:
+        """What a checkpoint keeps besides the weights."""
+        return list(self.optimizer.variables) + self.ema
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The averaged weights in the model for the ``with`` block (no-op without EMA)."""
+        if not self.ema:
+            yield
+            return
+        current = [v.numpy() for v in self.model.trainable_variables]
+        for v, average in zip(self.model.trainable_variables, self.ema):
+            v.assign(average)
+        try:
+            yield
+        finally:
+            for v, value in zip(self.model.trainable_variables, current):
+                v.assign(value)
 
     def train_batch(self, batch) -> tuple[float, bool]:
         loss, grads, finite = self.gradients(batch["features"], batch["feature_lengths"],
@@ -243,7 +304,7 @@ class Steps:
 
 
 def evaluate_examples(steps: Steps, examples: Examples, cfg: Config, alphabet: Alphabet):
-    """Dev loss, greedy WER/CER and a (reference, hypothesis, WER) row per utterance."""
+    """Dev loss, greedy WER/CER and an :class:`UtteranceScore` per utterance."""
     hyps: list[str] = [""] * len(examples)
     loss_sum = 0.0
     for batch in make_dataset(examples, cfg.batch, training=False):
@@ -256,18 +317,8 @@ def evaluate_examples(steps: Steps, examples: Examples, cfg: Config, alphabet: A
         loss_sum += float(np.sum(losses.numpy()))
     refs = [r.text for r in examples.rows]
     rates = error_rates(refs, hyps)
-    table = [(r.id, ref, hyp, utterance_wer(ref, hyp))
-             for r, ref, hyp in zip(examples.rows, refs, hyps)]
-    return loss_sum / len(examples), rates, table
-
-
-def write_transcripts(path: Path, table) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(["id", "reference", "hypothesis", "wer"])
-        for uid, ref, hyp, wer in sorted(table, key=lambda r: -r[3]):
-            w.writerow([uid, ref, hyp, f"{wer:.3f}"])
-    return path
+    return loss_sum / len(examples), rates, score_utterances(
+        [r.id for r in examples.rows], refs, hyps)
 
 
 @dataclass
@@ -339,16 +390,17 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
     model = build_model(cfg.model, cfg.features.n_features, alphabet)
     steps_per_epoch = sum(1 for _ in make_dataset(train_ex, cfg.batch, training=True))
     optimizer = make_optimizer(cfg, steps_per_epoch)
+    schedule = Schedule.for_config(cfg, steps_per_epoch)
     optimizer.build(model.trainable_variables)
     digest = config_digest(cfg)
-    state = checkpoints.restore(model, optimizer, digest)
+    steps = Steps(model, optimizer, cfg.features.n_features, cfg.train.ema_decay)
+    state = checkpoints.restore(model, steps.state_variables, digest)
     if state is None:
         state = TrainState(config_digest=digest)
     else:
         print(f"resuming from {checkpoints.dir / 'last'}: epoch {state.epoch + 1}"
               + (f", batch {state.step + 1}" if state.step else ""))
     _start_tracking(cfg, tracker, state, train_rows, dev_rows, alphabet, workdir, skipped)
-    steps = Steps(model, optimizer, cfg.features.n_features)
     fps = cfg.features.frames_per_second
     t = cfg.train
     consecutive_bad = 0
@@ -363,6 +415,9 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
                 bar.update(state.step)
                 start = time.perf_counter()
                 for batch in ds.skip(state.step):
+                    optimizer.learning_rate.assign(schedule(
+                        epoch * steps_per_epoch + state.step,
+                        state.elapsed + time.perf_counter() - start))
                     loss, finite = steps.train_batch(batch)
                     n = int(batch["features"].shape[0])
                     if finite:
@@ -383,46 +438,49 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
                         part["seconds"] += time.perf_counter() - start
                         state.elapsed += time.perf_counter() - start
                         state.partial = part
-                        checkpoints.save(model, optimizer, state)
+                        checkpoints.save(model, steps.state_variables, state)
                         bar.close()
                         raise Interrupted
                 bar.close()
                 seconds = time.perf_counter() - start
                 part["seconds"] += seconds
                 state.elapsed += seconds
-                dev_loss, rates, table = evaluate_examples(steps, dev_ex, cfg, alphabet)
-                lr = float(keras.ops.convert_to_numpy(
-                    optimizer.learning_rate if not callable(optimizer.learning_rate)
-                    else optimizer.learning_rate(optimizer.iterations)))
-                metrics = {
-                    "train_loss": part["loss"] / max(part["items"], 1), "dev_loss": dev_loss,
-                    "dev_wer": rates.wer, "dev_cer": rates.cer, "learning_rate": lr,
-                    "epoch_seconds": part["seconds"],
-                    "train_audio_s_per_s": part["audio"] / max(part["seconds"], 1e-9),
-                    "nonfinite_batches": part["nonfinite"],
-                }
-                state.history.append({"epoch": epoch, **metrics})
-                better = rates.wer < state.best_wer - 1e-9 or (
-                    abs(rates.wer - state.best_wer) <= 1e-9 and dev_loss < state.best_loss)
-                if better:
-                    best = workdir / "best"
-                    shutil.rmtree(best, ignore_errors=True)
-                    save_model(best, model, cfg.features, alphabet,
-                               {"epoch": epoch, "dev_wer": rates.wer, "dev_cer": rates.cer,
-                                "config": cfg.name})
-                    if cfg.features.cmvn == "global":
-                        shutil.copy(workdir / "cmvn.json", best / "cmvn.json")
-                    write_transcripts(best / "dev_transcripts.tsv", table)
-                    state.best_wer, state.best_loss, state.best_epoch = rates.wer, dev_loss, epoch
-                    state.bad_epochs = 0
-                else:
-                    state.bad_epochs += 1
+                with steps.averaged():  # dev scores and the kept model: averaged weights
+                    dev_loss, rates, table = evaluate_examples(steps, dev_ex, cfg, alphabet)
+                    lr = float(keras.ops.convert_to_numpy(
+                        optimizer.learning_rate if not callable(optimizer.learning_rate)
+                        else optimizer.learning_rate(optimizer.iterations)))
+                    metrics = {
+                        "train_loss": part["loss"] / max(part["items"], 1), "dev_loss": dev_loss,
+                        "dev_wer": rates.wer, "dev_cer": rates.cer, "learning_rate": lr,
+                        "epoch_seconds": part["seconds"],
+                        "train_audio_s_per_s": part["audio"] / max(part["seconds"], 1e-9),
+                        "nonfinite_batches": part["nonfinite"],
+                    }
+                    state.history.append({"epoch": epoch, **metrics})
+                    better = rates.wer < state.best_wer - 1e-9 or (
+                        abs(rates.wer - state.best_wer) <= 1e-9 and dev_loss < state.best_loss)
+                    if better:
+                        best = workdir / "best"
+                        shutil.rmtree(best, ignore_errors=True)
+                        save_model(best, model, cfg.features, alphabet,
+                                   {"epoch": epoch, "dev_wer": rates.wer, "dev_cer": rates.cer,
+                                    "config": cfg.name})
+                        if cfg.features.cmvn == "global":
+                            shutil.copy(workdir / "cmvn.json", best / "cmvn.json")
+                        write_utterances(best / "dev_transcripts.csv", table)
+                        state.best_wer, state.best_loss = rates.wer, dev_loss
+                        state.best_epoch = epoch
+                        state.bad_epochs = 0
+                    else:
+                        state.bad_epochs += 1
                 state.epoch, state.step, state.partial = epoch + 1, 0, {}
                 if state.bad_epochs >= t.patience:
                     state.stop_reason = f"early stop: no better dev WER in {t.patience} epochs"
                 elif t.time_budget_min and state.elapsed >= 60 * t.time_budget_min:
                     state.stop_reason = f"time budget of {t.time_budget_min:g} min spent"
-                checkpoints.save(model, optimizer, state)  # before logging: see _start_tracking
+                # saved before logging: see _start_tracking
+                checkpoints.save(model, steps.state_variables, state)
                 tracker.log_metrics(metrics, step=epoch)
                 print(f"epoch {epoch + 1:3d}  loss {metrics['train_loss']:.3f}  dev loss "
                       f"{dev_loss:.3f}  dev WER {100 * rates.wer:5.1f}%  CER "
@@ -431,10 +489,10 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
     except Interrupted:
         tracker.end("KILLED")
         raise
-    return _finish(cfg, tracker, state, workdir, checkpoints, model, optimizer, len(skipped))
+    return _finish(cfg, tracker, state, workdir, checkpoints, model, steps, len(skipped))
 
 
-def _finish(cfg, tracker, state, workdir, checkpoints, model, optimizer, skipped):
+def _finish(cfg, tracker, state, workdir, checkpoints, model, steps, skipped):
     from .tracking import plot_history
 
     if not state.stop_reason:
@@ -450,13 +508,13 @@ def _finish(cfg, tracker, state, workdir, checkpoints, model, optimizer, skipped
             import matplotlib.pyplot as plt
 
             plt.close(fig)
-        tracker.log_artifact(best / "dev_transcripts.tsv", "dev_transcripts")
+        tracker.log_artifact(best / "dev_transcripts.csv", "dev_transcripts")
         tracker.set_tags({"stop_reason": state.stop_reason, "best_epoch": state.best_epoch + 1})
         tracker.log_metrics({"best_dev_wer": state.best_wer}, step=state.best_epoch)
         info = tracker.log_model(final, cfg.tracking.register_as or experiment_name(cfg))
         (final / "mlflow.json").write_text(json.dumps({"run_id": state.run_id, **info}) + "\n")
         state.finished = True
-        checkpoints.save(model, optimizer, state)
+        checkpoints.save(model, steps.state_variables, state)
         tracker.end("FINISHED")
     info_path = final / "mlflow.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}

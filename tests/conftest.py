@@ -65,3 +65,44 @@ def bad_files(folder: Path, stem=lambda name: name) -> dict[str, Path]:
     files["empty"].write_bytes(b"")
     files["text"].write_text("this is a text file, not audio\n")
     return files
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory):
+    """A tiny synthetic corpus: 16 train, 4 dev and 4 test utterances (espeak-ng)."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    from speechrnn.corpora import ImportOptions, make_synth_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    make_synth_corpus(ImportOptions(out=out, progress=False), train=16, dev=4, test=4)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(synth_corpus, tmp_path_factory):
+    """A tiny model trained for two epochs, tracked in its own MLflow store:
+    a namespace with model_dir, run_id, uri (tracking), name (registered), corpus and
+    config (the YAML it was trained from)."""
+    import types
+
+    import yaml
+
+    from speechrnn.config import load_pipeline_config
+    from speechrnn.tracking import Tracker
+    from speechrnn.train import experiment_name, train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"conv_filters": 16, "lstm_layers": 1, "lstm_units": 16, "dropout": 0.0},
+        "batch": {"batch_size": 4, "buckets": 1},
+        "train": {"epochs": 2, "learning_rate": 0.003, "workdir": str(tmp / "run")},
+        "data": {"kind": "synth", "out": str(synth_corpus), "cache": str(tmp / "cache")},
+        "tracking": {"uri": uri}}))
+    cfg = load_pipeline_config(config)
+    result = train(cfg, Tracker(experiment_name(cfg), uri), progress=False)
+    return types.SimpleNamespace(model_dir=result.model_dir, run_id=result.run_id, uri=uri,
+                                 name=experiment_name(cfg), corpus=synth_corpus,
+                                 config=config)

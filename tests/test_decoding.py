@@ -3,6 +3,7 @@ import pytest
 
 from speechrnn.decoding import (
     DecodingOptions,
+    align,
     beam_search,
     decode,
     greedy_batch,
@@ -52,7 +53,7 @@ def test_beam_without_lm_agrees_with_greedy_on_clear_input():
     a = Alphabet()
     lp = soft("hh_ee_ll_ll_oo_ _ww_oo_rr_ll_dd", sharp=6.0)
     assert beam_search(lp, a, BEAM) == greedy_decode(lp, a) == "hello world"
-    assert decode(lp, a, DecodingOptions()) == "hello world"
+    assert decode(lp, a, DecodingOptions()).text == "hello world"
 
 
 def test_beam_sums_paths_that_greedy_cannot():
@@ -88,3 +89,41 @@ def test_bad_options():
         DecodingOptions(method="viterbi")
     with pytest.raises(ValueError):
         DecodingOptions(beam_width=0)
+
+
+def test_alignment_spans_each_label():
+    a = Alphabet()
+    ab = a.encode("ab")
+    # frames: blank a a blank blank b blank
+    lp = soft("_aa__b_", sharp=8.0)
+    assert align(lp, ab) == [(1, 2), (5, 5)]
+    # a repeated label needs a blank between its copies
+    lp = soft("a_a", sharp=8.0)
+    assert align(lp, a.encode("aa")) == [(0, 0), (2, 2)]
+    with pytest.raises(ValueError, match="cannot be aligned"):
+        align(soft("aa", sharp=8.0), a.encode("aa"))  # two frames cannot hold "a_a"
+    assert align(lp, []) == []
+
+
+def test_word_timings_and_confidence_follow_the_frames():
+    a = Alphabet()
+    # 10 ms frames x 3: "hi" at frames 2-3, "yo" at frames 8-10
+    lp = soft("__hi__ __yo_", sharp=8.0)
+    hyp = decode(lp, a, DecodingOptions(), frame_seconds=0.03)
+    assert hyp.text == "hi yo"
+    (hi, yo) = hyp.words
+    assert (hi.word, hi.start, hi.end) == ("hi", 0.06, 0.12)
+    assert (yo.word, yo.start, yo.end) == ("yo", 0.27, 0.33)
+    assert 0.99 < hi.confidence <= 1.0 and 0.99 < hyp.confidence <= 1.0
+    # a doubtful frame lowers that word's confidence, and the utterance's
+    vague = soft("__hi__ __yo_", sharp=8.0)
+    vague[9] = soft("y", sharp=1.5)[0]  # "y" is only just the likeliest
+    doubtful = decode(vague, a, DecodingOptions(), frame_seconds=0.03)
+    assert doubtful.text == "hi yo"
+    assert doubtful.words[1].confidence < 0.5 < doubtful.words[0].confidence
+    assert doubtful.confidence < hyp.confidence
+    beam = decode(lp, a, BEAM, frame_seconds=0.03)
+    assert beam.words == hyp.words
+    shifted = hyp.shifted(10.0)
+    assert shifted.words[0].start == 10.06 and shifted.as_dict()["words"][1]["end"] == 10.33
+    assert decode(soft("___"), a).words == ()

@@ -1,3 +1,7 @@
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 from speechrnn.evaluate import error_rates, utterance_wer
@@ -18,3 +22,56 @@ def test_error_rates_need_pairs():
         error_rates(["a"], [])
     with pytest.raises(ValueError, match="nothing"):
         error_rates([], [])
+
+
+def test_scores_report_and_alignment(tmp_path):
+    from speechrnn.evaluate import score_utterances, write_report
+
+    scores = score_utterances(["a", "b", "c"], ["one two three", "four five", "six"],
+                              ["one too three", "four five", "six six"], [0.9, 1.0, None])
+    assert [(s.wer, s.substitutions, s.insertions) for s in scores] == \
+        [(pytest.approx(1 / 3), 1, 0), (0.0, 0, 0), (1.0, 0, 1)]
+    files = write_report(tmp_path / "r", {"wer": 0.33}, scores)
+    rows = (tmp_path / "r" / "utterances.csv").read_text().splitlines()
+    assert rows[0].startswith("id,reference,hypothesis,wer,cer,substitutions")
+    assert [r.split(",")[0] for r in rows[1:]] == ["c", "a", "b"]  # worst first
+    alignment = (tmp_path / "r" / "alignment.txt").read_text()
+    assert "c  WER 100.0 %  (S 0, D 0, I 1)" in alignment and "too" in alignment
+    assert "\nb " not in alignment  # a perfect utterance is not listed
+    assert json.loads((tmp_path / "r" / "summary.json").read_text()) == {"wer": 0.33}
+    assert len(files) == 3
+
+
+def test_evaluate_command_reports_and_logs_to_the_run(trained, tmp_path, capsys):
+    import mlflow
+
+    from speechrnn.cli import main
+
+    test = trained.corpus / "test.jsonl"
+    os.environ["MLFLOW_TRACKING_URI"] = trained.uri
+    try:
+        for extra in ([], ["--decoder", "beam", "--lm-from",
+                           str(trained.corpus / "train.jsonl")]):
+            assert main(["evaluate", "--model", str(trained.model_dir), "--manifest",
+                         str(test), "--quiet", "--out", str(tmp_path / "ev"),
+                         "--run-id", trained.run_id, *extra]) == 0
+            summary = json.loads(capsys.readouterr().out)
+            assert summary["utterances"] == 4 and summary["words"] > 0
+            assert summary["substitutions"] + summary["deletions"] + summary["insertions"] \
+                == round(summary["wer"] * summary["words"])
+            assert summary["lm"] == bool(extra)
+            lines = (tmp_path / "ev" / "utterances.csv").read_text().splitlines()
+            assert len(lines) == 5 and (tmp_path / "ev" / "alignment.txt").exists()
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    run = mlflow.MlflowClient(trained.uri).get_run(trained.run_id)
+    assert run.data.metrics["test_greedy_wer"] == pytest.approx(summary["wer"], abs=1) and \
+        "test_beam_lm_wer" in run.data.metrics
+    artifacts = mlflow.MlflowClient(trained.uri).list_artifacts(trained.run_id,
+                                                                 "evaluation/test_greedy")
+    assert {Path(a.path).name for a in artifacts} == {"utterances.csv", "alignment.txt",
+                                                     "summary.json"}
+    (tmp_path / "lm.txt").write_text("one two three\n")
+    assert main(["evaluate", "--model", str(trained.model_dir), "--manifest", str(test),
+                 "--decoder", "greedy", "--lm-text", str(tmp_path / "lm.txt")]) == 2
+    assert "needs --decoder beam" in capsys.readouterr().err

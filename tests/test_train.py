@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from speechrnn.config import load_pipeline_config
-from speechrnn.corpora import ImportOptions, make_synth_corpus
 from speechrnn.manifest import read_manifest, write_manifest
 
 TINY = {
@@ -24,13 +23,9 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    if not __import__("shutil").which("espeak-ng"):
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    out = tmp_path_factory.mktemp("corpus")
-    make_synth_corpus(ImportOptions(out=out, progress=False), train=16, dev=4, test=4)
-    return out
+@pytest.fixture
+def corpus(synth_corpus):
+    return synth_corpus
 
 
 def write_config(tmp_path: Path, corpus: Path, **sections) -> Path:
@@ -52,45 +47,44 @@ def mlflow_run(tmp_path: Path, run_id: str):
     return client, client.get_run(run_id)
 
 
-def test_train_logs_everything_and_registers_a_model(corpus, tmp_path):
+def test_train_logs_everything_and_registers_a_model(trained):
     from speechrnn.tracking import Tracker
-    from speechrnn.train import experiment_name, train
+    from speechrnn.train import train
 
-    cfg = load_pipeline_config(write_config(tmp_path, corpus))
-    tracker = Tracker(experiment_name(cfg), cfg.tracking.uri)
-    result = train(cfg, tracker, progress=False)
-    assert len(result.history) == 2
-    client, run = mlflow_run(tmp_path, result.run_id)
+    client = __import__("mlflow").MlflowClient(trained.uri)
+    run = client.get_run(trained.run_id)
     assert run.info.status == "FINISHED"
     for metric in ("train_loss", "dev_loss", "dev_wer", "dev_cer", "learning_rate",
                    "epoch_seconds", "train_audio_s_per_s"):
-        assert [m.step for m in client.get_metric_history(result.run_id, metric)] == [0, 1]
-    lrs = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
+        assert [m.step for m in client.get_metric_history(trained.run_id, metric)] == [0, 1]
+    lrs = [m.value for m in client.get_metric_history(trained.run_id, "learning_rate")]
     assert lrs[0] != lrs[1]  # the schedule moves
     assert run.data.params["model.lstm_units"] == "16"
     assert run.data.params["dataset.training.utterances"] == "16"
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"tiny-train", "tiny-dev"}
-    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    artifacts = {a.path for a in client.list_artifacts(trained.run_id)}
     assert {"config.yaml", "alphabet.json", "training_curves.png",
             "dev_transcripts"} <= artifacts
-    assert result.model["version"] == 1
-    versions = client.search_model_versions(f"name='{experiment_name(cfg)}'")
-    assert len(versions) == 1
+    versions = client.search_model_versions(f"name='{trained.name}'")
+    assert [int(v.version) for v in versions] == [1]
 
     import mlflow
     import pandas as pd
 
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    served = mlflow.pyfunc.load_model(f"models:/{experiment_name(cfg)}/1")
-    audio = Path(read_manifest(corpus / "test.jsonl")[0].audio).read_bytes()
+    mlflow.set_tracking_uri(trained.uri)
+    served = mlflow.pyfunc.load_model(f"models:/{trained.name}/1")
+    audio = Path(read_manifest(trained.corpus / "test.jsonl")[0].audio).read_bytes()
     out = served.predict(pd.DataFrame({"audio": [audio]}))
-    assert list(out.columns) == ["text"] and isinstance(out["text"][0], str)
+    assert list(out.columns) == ["text", "confidence", "words"]
     from speechrnn.transcribe import Transcriber
 
-    assert out["text"][0] == Transcriber(result.model_dir).transcribe(audio)
+    local = Transcriber(trained.model_dir).transcribe(audio)
+    assert out["text"][0] == local.text
+    assert json.loads(out["words"][0]) == local.as_dict()["words"]
     # a finished run rerun does nothing more
-    again = train(cfg, Tracker(experiment_name(cfg), cfg.tracking.uri), progress=False)
-    assert again.run_id == result.run_id and len(again.history) == 2
+    again = train(load_pipeline_config(trained.config), Tracker(trained.name, trained.uri),
+                  progress=False)
+    assert again.run_id == trained.run_id and len(again.history) == 2
 
 
 def _run_cli(config: Path, *extra) -> subprocess.Popen:
@@ -203,19 +197,51 @@ def test_nonfinite_batch_leaves_weights_alone(corpus, tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
-def test_evaluate_command_scores_a_trained_model(corpus, tmp_path, capsys):
-    from speechrnn.cli import main
+def test_weight_average_follows_training_and_is_swapped_in_for_evaluation():
+    import tensorflow as tf
 
-    config = write_config(tmp_path, corpus, train={"epochs": 1}, tracking={"enabled": False})
-    assert main(["train", "--config", str(config), "--quiet"]) == 0
-    capsys.readouterr()
-    model = tmp_path / "run" / "model"
-    for extra in ([], ["--decoder", "beam", "--lm-from", str(corpus / "train.jsonl")]):
-        assert main(["evaluate", "--model", str(model), "--manifest",
-                     str(corpus / "test.jsonl"), "--quiet", "--out", str(tmp_path / "ev"),
-                     *extra]) == 0
-        summary = json.loads(capsys.readouterr().out)
-        assert summary["utterances"] == 4 and 0 <= summary["cer"] and summary["words"] > 0
-        assert summary["lm"] == bool(extra)
-        lines = (tmp_path / "ev" / "transcripts.tsv").read_text().splitlines()
-        assert lines[0] == "id\treference\thypothesis\twer" and len(lines) == 5
+    from speechrnn.config import Config, ModelConfig, TrainConfig
+    from speechrnn.model import build_model
+    from speechrnn.text import Alphabet
+    from speechrnn.train import Checkpointer, Steps, TrainState, make_optimizer
+
+    cfg = Config(model=ModelConfig(conv_filters=8, lstm_layers=1, lstm_units=4),
+                 train=TrainConfig(ema_decay=0.9))
+    model = build_model(cfg.model, 39, Alphabet())
+    optimizer = make_optimizer(cfg, 10)
+    optimizer.build(model.trainable_variables)
+    steps = Steps(model, optimizer, 39, ema_decay=0.9)
+    x = np.random.default_rng(0).standard_normal((2, 30, 39)).astype(np.float32)
+    batch = {"features": tf.constant(x), "feature_lengths": tf.constant([30, 30]),
+             "labels": tf.constant([[1, 2], [3, 0]]), "label_lengths": tf.constant([2, 1])}
+    for _ in range(3):
+        steps.train_batch(batch)
+    live = [v.numpy().copy() for v in model.trainable_variables]
+    with steps.averaged():
+        averaged = [v.numpy().copy() for v in model.trainable_variables]
+    assert not all(np.allclose(a, b) for a, b in zip(live, averaged))  # the average lags
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(live, model.trainable_variables))
+    assert len(steps.state_variables) == len(optimizer.variables) + len(live)
+    # the average survives a checkpoint
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Checkpointer(Path(tmp)).save(model, steps.state_variables, TrainState(config_digest="d"))
+        for v in steps.ema:
+            v.assign(tf.zeros_like(v))
+        Checkpointer(Path(tmp)).restore(model, steps.state_variables, "d")
+    with steps.averaged():
+        assert all(np.allclose(a, v.numpy()) for a, v in zip(averaged, model.trainable_variables))
+
+
+def test_schedule_warms_up_then_anneals_by_steps_or_budget():
+    from speechrnn.train import Schedule
+
+    s = Schedule(peak=1e-3, warmup_steps=10, total_steps=110, min_ratio=0.05)
+    assert s(0) == pytest.approx(1e-4) and s(10) == pytest.approx(1e-3)
+    assert s(60) == pytest.approx(0.525e-3) and s(110) == pytest.approx(0.05e-3)
+    assert s(500) == pytest.approx(0.05e-3)
+    budget = Schedule(1e-3, 10, 110, 0.05, budget_seconds=100.0)
+    assert budget(20, elapsed=10.0) == pytest.approx(s(20))  # steps lead
+    assert budget(20, elapsed=100.0) == pytest.approx(0.05e-3)  # budget spent: annealed
+    assert budget(20, elapsed=50.0) == pytest.approx(0.525e-3)

@@ -98,6 +98,34 @@ def connected(pool: list[Utterance], count: int, rng: np.random.Generator, folde
     return rows
 
 
+def long_recording(rows: list[Utterance], seconds: float, seed: int = 0,
+                   pause: tuple[float, float] = (0.2, 0.8), top_db: float = 30.0
+                   ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """One long recording made of isolated ``rows`` (in a random order, repeated as needed)
+    with random pauses between them, and its truth: (word, start, end) of each digit, where
+    the spoken digit lies within its recording by energy (``librosa.effects.trim``).
+    For testing transcription of long files and word timings."""
+    import librosa
+
+    rng = np.random.default_rng(seed)
+    cache: dict[str, tuple[np.ndarray, int, int]] = {}
+    pieces, truth, at = [], [], 0
+    while at < seconds * SAMPLE_RATE:
+        row = rows[int(rng.integers(len(rows)))]
+        if row.audio not in cache:
+            audio = load_audio(row.audio)
+            _, (a, b) = librosa.effects.trim(audio, top_db=top_db)
+            cache[row.audio] = (audio, int(a), int(b))
+        audio, a, b = cache[row.audio]
+        gap = (rng.standard_normal(int(rng.uniform(*pause) * SAMPLE_RATE)) * 1e-4)
+        pieces += [gap.astype(np.float32), audio]
+        at += len(gap)
+        truth.append((row.text, round((at + a) / SAMPLE_RATE, 3),
+                      round((at + b) / SAMPLE_RATE, 3)))
+        at += len(audio)
+    return np.concatenate(pieces), truth
+
+
 def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300,
                 perturb: float = 0.15) -> ImportResult:
     """Isolated manifest plus connected train/dev/test (``per_speaker`` train strings for each

@@ -1,0 +1,164 @@
+"""Transcription speed: audio-seconds transcribed per wall-second, and peak memory.
+
+    python bench/transcribe_speed.py [--model DIR] [--manifest M] [--long-minutes 60]
+
+For each backend (ONNX Runtime, Keras), in its own process so that each peak RSS is its
+own: features + network + decoding (with word timings) of ``--limit`` utterances already
+in memory, at batch 1 (``Transcriber.transcribe``, one utterance at a time) and batched
+(``transcribe_batch``, 8 at a time), with greedy and beam search (width 16, no LM).
+Then one long recording (``--long-minutes``, built from the held-out FSDD speaker's
+recordings when the corpora are here) through ``speechrnn transcribe``: its speed and the
+peak RSS of that process. Target: >= 200 audio-s/s at batch 1 with ONNX Runtime for the
+default model; < 2 GB peak RSS for an hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("SPEECHRNN_PROGRESS", "0")
+sys.path.insert(0, str(Path(__file__).parent))
+from report import print_table, write_report  # noqa: E402
+
+TARGET = 200.0
+RSS_TARGET_MB = 2048
+BATCH = 8
+
+
+def first_existing(*paths: str) -> Path | None:
+    return next((Path(p) for p in paths if Path(p, "model.json").exists()
+                 or Path(p).suffix == ".jsonl" and Path(p).exists()), None)
+
+
+def measure(model: Path, manifest: Path, backend: str, limit: int) -> list[dict]:
+    from speechrnn.audio import load_audio
+    from speechrnn.decoding import DecodingOptions
+    from speechrnn.manifest import read_manifest
+    from speechrnn.transcribe import load_model
+
+    transcriber = load_model(model, backend=backend)
+    audios = [load_audio(r.audio) for r in read_manifest(manifest)[:limit]]
+    seconds = sum(len(a) for a in audios) / 16000
+    results = []
+    for method in ("greedy", "beam"):
+        options = DecodingOptions(method=method, beam_width=16)
+        transcriber.transcribe(audios[0], 16000, options)  # warm-up (graph tracing)
+        for batch in (1, BATCH):
+            start = time.perf_counter()
+            if batch == 1:
+                for a in audios:
+                    transcriber.transcribe(a, 16000, options)
+            else:
+                for i in range(0, len(audios), batch):
+                    transcriber.transcribe_batch(audios[i:i + batch], options)
+            wall = time.perf_counter() - start
+            results.append({"backend": transcriber.backend, "decoder": method, "batch": batch,
+                            "audio_s_per_s": round(seconds / wall, 1)})
+    rss = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return [{**r, "peak_rss_mb": rss, "audio_seconds": round(seconds, 1)} for r in results]
+
+
+def long_file(minutes: float, manifest: Path, corpora: Path) -> Path:
+    from speechrnn.audio import load_audio, save_audio
+    from speechrnn.corpora.fsdd import long_recording, scan
+    from speechrnn.manifest import read_manifest
+
+    path = Path(f"data/bench/long-{minutes:g}min.wav")
+    if path.exists():
+        return path
+    if (corpora / "fsdd").is_dir():
+        rows = [r for r in scan(corpora / "fsdd", []) if r.speaker == "jackson"]
+        audio, _ = long_recording(rows, minutes * 60, seed=0)
+    else:  # the manifest's utterances over and over
+        import numpy as np
+
+        clips = [load_audio(r.audio) for r in read_manifest(manifest)[:50]]
+        reps = int(minutes * 60 * 16000 / sum(len(c) for c in clips)) + 1
+        audio = np.concatenate(clips * reps)[:int(minutes * 60 * 16000)]
+    save_audio(path, audio)
+    return path
+
+
+def measure_long(model: Path, path: Path) -> dict:
+    from speechrnn.audio import audio_duration
+
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "speechrnn", "transcribe", "--model",
+                           str(model), str(path), "--format", "json", "--quiet"],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    words = len(json.loads(proc.stdout)["words"])
+    seconds = audio_duration(path)
+    return {"file": str(path), "audio_minutes": round(seconds / 60, 1), "words": words,
+            "audio_s_per_s": round(seconds / wall, 1), "wall_seconds": round(wall, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=first_existing(
+        "runs/fsdd-digits/model", "runs/synth/model"))
+    parser.add_argument("--manifest", type=Path, default=first_existing(
+        "data/fsdd/test.jsonl", "data/synth/test.jsonl"))
+    parser.add_argument("--corpora", type=Path, default=Path(os.environ.get(
+        "SPEECHRNN_CORPORA", Path(__file__).resolve().parents[2] / "shared" / "corpora")))
+    parser.add_argument("--limit", type=int, default=64, help="utterances to transcribe")
+    parser.add_argument("--long-minutes", type=float, default=60.0,
+                        help="length of the long recording (0: skip it)")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/transcribe_speed.json"))
+    parser.add_argument("--backend", help=argparse.SUPPRESS)  # child process mode
+    args = parser.parse_args(argv)
+    if args.model is None or args.manifest is None:
+        parser.error("no trained model or manifest found: train one first "
+                     "(bash setup.sh && .venv/bin/python pipelines/run.py), or pass "
+                     "--model and --manifest")
+    if args.backend:
+        print(json.dumps(measure(args.model, args.manifest, args.backend, args.limit)))
+        return 0
+    results = []
+    for backend in ("onnx", "keras"):
+        proc = subprocess.run([sys.executable, __file__, "--model", str(args.model),
+                               "--manifest", str(args.manifest), "--limit", str(args.limit),
+                               "--backend", backend], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return 1
+        results += json.loads(proc.stdout.strip().splitlines()[-1])
+    speed = {(r["backend"], r["decoder"], r["batch"]): r["audio_s_per_s"] for r in results}
+    report = {"benchmark": "transcribe_speed", "model": str(args.model),
+              "input": str(args.manifest), "results": results,
+              "onnx_over_keras_batch1_greedy": round(
+                  speed["onnx", "greedy", 1] / speed["keras", "greedy", 1], 2),
+              "target_audio_s_per_s": TARGET,
+              "meets_target": speed["onnx", "greedy", 1] >= TARGET}
+    print(f"transcription speed (features + network + decoding) on {args.manifest}, "
+          f"model {args.model}")
+    print_table([("backend", "backend", 9), ("decoder", "decoder", 9), ("batch", "batch", 7),
+                 ("audio_s_per_s", "audio-s/s", 12), ("peak_rss_mb", "peak RSS MB", 13)],
+                results)
+    print(f"ONNX Runtime / Keras (batch 1, greedy): "
+          f"{report['onnx_over_keras_batch1_greedy']:.2f}x   (target: ONNX batch 1 >= "
+          f"{TARGET:.0f} audio-s/s)")
+    if args.long_minutes > 0:
+        long = measure_long(args.model, long_file(args.long_minutes, args.manifest,
+                                                  args.corpora))
+        report["long_file"] = {**long, "rss_target_mb": RSS_TARGET_MB,
+                               "meets_rss_target": long["peak_rss_mb"] < RSS_TARGET_MB}
+        print(f"long file: {long['audio_minutes']} min, {long['words']} words, "
+              f"{long['audio_s_per_s']:,.1f} audio-s/s, peak RSS {long['peak_rss_mb']} MB "
+              f"(target < {RSS_TARGET_MB} MB)")
+    write_report(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

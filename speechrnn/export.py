@@ -1,0 +1,147 @@
+"""ONNX export of the acoustic network, and an ONNX Runtime runner with the model's API.
+
+The graph is written op by op from the trained weights (no converter): masking, the
+Conv1D front end (``Conv`` with fixed padding and stride), each bidirectional layer as one
+fused ONNX ``LSTM`` op whose ``sequence_lens`` makes the backward direction read each item
+reversed within its own length (exactly as :class:`speechrnn.model.BiLSTM`), layer norm,
+the dense CTC head and a log-softmax. Inputs ``features`` (B, T, F) float32 and
+``lengths`` (B,) int32; outputs ``log_probs`` (B, T', vocab) and ``out_lengths`` (B,).
+
+Keras keeps LSTM gates in the order (i, f, c, o), ONNX in (i, o, f, c): the kernels are
+reordered on the way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 17  # LayerNormalization
+
+
+def _gates_to_onnx(w: np.ndarray) -> np.ndarray:
+    """Keras (..., 4u) in i, f, c, o -> ONNX (4u, ...) in i, o, f, c."""
+    i, f, c, o = np.split(np.asarray(w), 4, axis=-1)
+    return np.concatenate([i, o, f, c], axis=-1).T
+
+
+def build_onnx(model):
+    """The ONNX ``ModelProto`` of a built :class:`~speechrnn.model.AcousticModel`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+
+    def const(name, value, dtype=np.float32):
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def node(op, inputs, name, **attrs):
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    # zero the padding: features * (arange(T) < lengths)
+    shape = node("Shape", ["features"], "feat_shape")
+    t = node("Gather", [shape, const("one_i", 1, np.int64)], "feat_T", axis=0)
+    steps = node("Range", [const("zero_i", 0, np.int64), t, const("step_i", 1, np.int64)],
+                 "steps")
+    lengths64 = node("Cast", ["lengths"], "lengths64", to=TensorProto.INT64)
+    valid = node("Less", [node("Unsqueeze", [steps, const("ax0", [0], np.int64)], "steps_row"),
+                          node("Unsqueeze", [lengths64, const("ax1", [1], np.int64)],
+                               "len_col")], "valid")
+    mask = node("Unsqueeze", [node("Cast", [valid], "valid_f", to=TensorProto.FLOAT),
+                              const("ax2", [2], np.int64)], "mask")
+    x = node("Mul", ["features", mask], "masked")
+
+    if model.front is not None:
+        conv = model.front[1]
+        kernel, bias = (w.numpy() for w in conv.weights)  # (k, in, out), (out,)
+        k = kernel.shape[0]
+        x = node("Transpose", [x], "conv_in", perm=[0, 2, 1])  # (B, F, T)
+        x = node("Conv", [x, const("conv_w", kernel.transpose(2, 1, 0)), const("conv_b", bias)],
+                 "conv", kernel_shape=[k], strides=[model.stride], pads=[k // 2, k // 2])
+        x = node("Relu", [x], "conv_relu")
+        x = node("Transpose", [x], "seq_in", perm=[2, 0, 1])  # (T', B, C)
+    else:
+        x = node("Transpose", [x], "seq_in", perm=[1, 0, 2])
+    stride = const("stride", model.stride, np.int32)
+    out_len = node("Div", [node("Add", ["lengths", const("stride_m1", model.stride - 1,
+                                                        np.int32)], "len_plus"), stride],
+                   "out_lengths")
+
+    for i, (blstm, norm) in enumerate(zip(model.lstms, model.norms)):
+        u = blstm.forward_lstm.units
+        w, r, b = [], [], []
+        for lstm in (blstm.forward_lstm, blstm.backward_lstm):
+            w.append(_gates_to_onnx(lstm.kernel.numpy()))
+            r.append(_gates_to_onnx(lstm.recurrent_kernel.numpy()))
+            b.append(np.concatenate([_gates_to_onnx(lstm.bias.numpy()), np.zeros(4 * u)]))
+        y = node("LSTM", [x, const(f"W{i}", w), const(f"R{i}", r), const(f"B{i}", b),
+                          out_len], f"lstm{i}", direction="bidirectional", hidden_size=u)
+        y = node("Transpose", [y], f"lstm{i}_t", perm=[0, 2, 1, 3])  # (T, B, 2, u)
+        x = node("Reshape", [y, const(f"shape{i}", [0, 0, 2 * u], np.int64)], f"lstm{i}_out")
+        if norm is not None:
+            x = node("LayerNormalization", [x, const(f"gamma{i}", norm.gamma.numpy()),
+                                            const(f"beta{i}", norm.beta.numpy())],
+                     f"norm{i}", axis=-1, epsilon=float(norm.epsilon))
+
+    head_w, head_b = (v.numpy() for v in model.head.weights)
+    x = node("Add", [node("MatMul", [x, const("head_w", head_w)], "head_mm"),
+                     const("head_b", head_b)], "logits")
+    x = node("LogSoftmax", [x], "log_probs_t", axis=-1)
+    node("Transpose", [x], "log_probs", perm=[1, 0, 2])
+
+    graph = helper.make_graph(
+        nodes, "speechrnn",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT,
+                                       ["batch", "frames", model.n_features]),
+         helper.make_tensor_value_info("lengths", TensorProto.INT32, ["batch"])],
+        [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT,
+                                       ["batch", "out_frames", model.vocab_size]),
+         helper.make_tensor_value_info("out_lengths", TensorProto.INT32, ["batch"])],
+        inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="speechrnn")
+    proto.ir_version = 8  # readable by every ONNX Runtime since 1.10
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_onnx(model, path: str | Path) -> Path:
+    """Write the network to ``path`` (``model.onnx`` in a model directory)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(build_onnx(model).SerializeToString())
+    tmp.replace(path)
+    return path
+
+
+def onnx_available() -> bool:
+    """Can this environment write ONNX models (the ``onnx`` package)?"""
+    return importlib.util.find_spec("onnx") is not None
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+class OnnxNetwork:
+    """The exported network under ONNX Runtime, with the Keras model's inference API."""
+
+    def __init__(self, model: str | Path | bytes, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, options,
+                                            providers=["CPUExecutionProvider"])
+
+    def predict_log_probs(self, features, lengths) -> np.ndarray:
+        log_probs, _ = self.session.run(None, {
+            "features": np.asarray(features, np.float32),
+            "lengths": np.asarray(lengths, np.int32)})
+        return log_probs

@@ -1,0 +1,72 @@
+"""Where a trained model lives: the model directory's files, and model URIs.
+
+A model directory holds ``model.json`` (format version, model and feature configuration),
+``alphabet.json``, ``model.weights.h5`` (Keras), ``model.onnx`` (the same network for ONNX
+Runtime, when exported) and ``cmvn.json`` (global CMVN only). Reading its metadata needs
+neither TensorFlow nor ONNX Runtime.
+
+:func:`resolve_model` turns what a user passes as ``--model`` into such a directory: a
+path, ``runs:/<run_id>/model`` or ``models:/<name>/<version>`` (downloaded from MLflow).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import FeatureConfig, from_dict
+from .text import Alphabet
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    path: Path
+    meta: dict
+    features: FeatureConfig
+    alphabet: Alphabet
+
+    @property
+    def onnx(self) -> Path:
+        return self.path / "model.onnx"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "model.weights.h5"
+
+    @property
+    def frame_seconds(self) -> float:
+        """Duration of one output frame: feature hop x the model's subsampling."""
+        model = self.meta["model"]
+        stride = model["subsampling"] if model.get("front_end", True) else 1
+        return self.features.hop_ms / 1000.0 * stride
+
+
+def read_model_dir(path: str | Path) -> ModelFiles:
+    path = Path(path)
+    try:
+        meta = json.loads((path / "model.json").read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{path}: not a speechrnn model directory "
+                                "(no model.json)") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: model format {meta.get('format_version')} is not "
+                         f"supported (expected {FORMAT_VERSION})")
+    return ModelFiles(path, meta, from_dict(FeatureConfig, meta["features"]),
+                      Alphabet.load(path / "alphabet.json"))
+
+
+def resolve_model(model: str | Path, tracking_uri: str | None = None) -> Path:
+    """A local model directory for a path, ``runs:/...`` or ``models:/...`` URI."""
+    text = str(model)
+    if text.startswith(("runs:/", "models:/")):
+        from .tracking import download_model
+
+        return download_model(text, tracking_uri)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model not found (a model directory, "
+                                "runs:/<run_id>/model or models:/<name>/<version>)")
+    return path

@@ -1,0 +1,209 @@
+"""Transcription: chunking at pauses, streaming, outputs, bad inputs, model URIs."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, bad_files, tone, write
+
+from speechrnn.audio import AudioError, load_audio, stream_audio
+from speechrnn.decoding import Word
+from speechrnn.manifest import read_manifest
+from speechrnn.transcribe import (
+    ChunkOptions,
+    Transcript,
+    chunks,
+    cues,
+    format_transcript,
+    snap_to_speech,
+)
+
+
+def bursts(seconds: float, every: float, rate: int = 16000) -> np.ndarray:
+    """Tone bursts separated by 0.3 s of near silence, one burst starting every ``every``."""
+    audio = np.full(int(seconds * rate), 1e-4, np.float32)
+    period, gap = int(every * rate), int(0.3 * rate)
+    for start in range(0, len(audio), period):
+        n = min(period - gap, len(audio) - start)
+        audio[start:start + n] = tone(n / rate, rate)[:n]
+    return audio
+
+
+def test_chunks_cut_in_pauses_and_lose_nothing():
+    rate, audio = 16000, bursts(95.0, every=2.7)
+    options = ChunkOptions(max_chunk_s=20.0, min_chunk_s=8.0)
+    blocks = np.array_split(audio, 13)  # uneven blocks, as a stream delivers them
+    pieces = list(chunks(blocks, rate, options))
+    assert np.array_equal(np.concatenate([c for _, c in pieces]), audio)
+    assert [o for o, _ in pieces] == list(np.cumsum([0] + [len(c) for _, c in pieces[:-1]]))
+    for offset, chunk in pieces[:-1]:
+        assert 8.0 * rate <= len(chunk) <= 20.0 * rate
+        cut = offset + len(chunk)
+        assert np.abs(audio[cut - 800:cut + 800]).max() < 1e-3  # in a pause, not a burst
+    assert len(list(chunks([audio[:rate]], rate, options))) == 1  # short: one chunk
+
+
+def test_stream_audio_matches_whole_file_decoding(tmp_path):
+    rate = 44100
+    stereo = np.stack([tone(7.0, rate, freq=300), tone(7.0, rate, freq=500)], axis=1)
+    path = write(tmp_path / "stereo.flac", stereo, rate)
+    streamed = np.concatenate(list(stream_audio(path, 16000, block_seconds=2.0)))
+    whole = load_audio(path)
+    assert abs(len(streamed) - len(whole)) <= 2
+    n = min(len(streamed), len(whole))
+    assert np.abs(streamed[:n] - whole[:n]).max() < 2e-3
+    with pytest.raises(AudioError, match="file not found"):
+        next(stream_audio(tmp_path / "missing.wav"))
+
+
+def test_snap_moves_word_edges_to_the_sound():
+    rate = 16000
+    audio = np.full(rate * 2, 1e-4, np.float32)
+    audio[int(0.50 * rate):int(0.90 * rate)] = tone(0.4, rate)  # the word sounds 0.50-0.90
+    hyp = Transcript("x", (Word("x", 0.6, 0.7, 1.0),), 1.0)
+    (w,) = snap_to_speech(hyp, audio, rate).words
+    assert abs(w.start - 0.5) <= 0.011 and abs(w.end - 0.9) <= 0.011
+    # never more than max_shift, never into a neighbour
+    two = Transcript("x y", (Word("x", 0.6, 0.65, 1.0), Word("y", 0.8, 0.85, 1.0)), 1.0)
+    a, b = snap_to_speech(two, audio, rate, max_shift=0.1).words
+    assert a.end <= b.start and a.start >= 0.5 and b.end <= 0.9
+
+
+def test_cues_and_formats():
+    words = (Word("one", 0.5, 0.9, 0.9), Word("two", 1.0, 1.4, 0.8),
+             Word("three", 3.0, 3.5, 0.7))
+    t = Transcript("one two three", words, 0.8, 4.0, "a.wav")
+    assert cues(words) == [(0.5, 1.4, "one two"), (3.0, 3.5, "three")]  # split at the pause
+    assert len(cues(words, max_words=1)) == 3
+    srt = format_transcript(t, "srt")
+    assert srt.startswith("1\n00:00:00,500 --> 00:00:01,400\none two\n\n2\n00:00:03,000")
+    vtt = format_transcript(t, "vtt")
+    assert vtt.startswith("WEBVTT\n\n00:00:00.500 --> 00:00:01.400\none two\n")
+    data = json.loads(format_transcript(t, "json"))
+    assert data["file"] == "a.wav" and data["words"][2] == {
+        "word": "three", "start": 3.0, "end": 3.5, "confidence": 0.7}
+    assert format_transcript(t, "txt") == "one two three\n"
+    with pytest.raises(ValueError, match="unknown output format"):
+        format_transcript(t, "doc")
+
+
+def test_transcribe_inputs_backends_and_long_audio(trained):
+    import speechrnn
+
+    model = speechrnn.load_model(trained.model_dir)
+    assert model.backend == "onnx"  # model.onnx was exported with the model
+    keras = speechrnn.load_model(trained.model_dir, backend="keras")
+    rows = read_manifest(trained.corpus / "test.jsonl")
+    for row in rows:
+        a, b = model.transcribe(row.audio), keras.transcribe(row.audio)
+        assert a.text == b.text and a.duration == pytest.approx(row.duration, abs=0.01)
+    audio = load_audio(rows[0].audio)
+    same = model.transcribe(audio, sample_rate=16000)
+    assert same.text == model.transcribe(Path(rows[0].audio).read_bytes()).text == \
+        model.transcribe(rows[0].audio).text
+    with pytest.raises(AudioError, match="sample_rate"):
+        model.transcribe(audio)
+    # a long recording is cut into chunks; word times run on across them
+    long = np.concatenate([load_audio(r.audio) for r in rows] * 6)
+    small = speechrnn.load_model(trained.model_dir, chunking=ChunkOptions(4.0, 2.0),
+                                 batch_size=3)
+    result = small.transcribe(long, sample_rate=16000)
+    assert result.duration == pytest.approx(len(long) / 16000, abs=1e-3)
+    starts = [w.start for w in result.words]
+    assert starts == sorted(starts) and all(w.end <= result.duration + 0.05
+                                            for w in result.words)
+
+
+def test_models_load_from_mlflow_uris(trained, monkeypatch):
+    import speechrnn
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+    audio = read_manifest(trained.corpus / "test.jsonl")[0].audio
+    expected = speechrnn.load_model(trained.model_dir).transcribe(audio).text
+    for uri in (f"runs:/{trained.run_id}/model", f"models:/{trained.name}/1"):
+        assert speechrnn.load_model(uri).transcribe(audio).text == expected
+    with pytest.raises(FileNotFoundError, match="models:/nope/1"):
+        speechrnn.load_model("models:/nope/1")
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        speechrnn.load_model("no/such/dir")
+
+
+def test_transcribe_command_reports_bad_files_and_goes_on(trained, tmp_path):
+    rows = read_manifest(trained.corpus / "test.jsonl")
+    inputs = tmp_path / "in"
+    good = [write(inputs / f"good{i}.wav", load_audio(r.audio)) for i, r in enumerate(rows[:2])]
+    bad = bad_files(inputs / "bad")
+    bad["short"] = write(inputs / "bad" / "short.wav", tone(0.05))
+    bad["missing"] = inputs / "missing.wav"
+    args = [sys.executable, "-m", "speechrnn", "transcribe", "--model",
+            str(trained.model_dir), "--quiet"]
+    env = {**os.environ, "SPEECHRNN_PROGRESS": "0"}
+    proc = subprocess.run(args + [str(p) for p in [good[0], *bad.values(), good[1]]],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == len(bad)
+    for path in bad.values():
+        (line,) = [e for e in errors if str(path) in e]
+        assert line.startswith("speechrnn: error: ") and "Traceback" not in proc.stderr
+    assert "too short" in [e for e in errors if "short.wav" in e][0]
+    out = proc.stdout.splitlines()
+    assert [line.split("\t")[0] for line in out] == [str(good[0]), str(good[1])]
+    # a folder and a glob, written as srt files
+    proc = subprocess.run(args + [str(inputs / "good*.wav"), str(inputs), "--format", "srt",
+                                  "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 1  # the folder holds the bad files too
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["good0-2.srt", "good0.srt", "good1-2.srt", "good1.srt"]
+    srt = (tmp_path / "out" / "good0.srt").read_text()
+    assert srt == "" or re.match(r"1\n\d\d:\d\d:\d\d,\d{3} --> ", srt)
+    proc = subprocess.run(args + [str(good[0]), "--format", "json"], capture_output=True,
+                          text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["file"] == str(good[0])
+
+
+def fsdd_model() -> Path:
+    return Path(os.environ.get("SPEECHRNN_FSDD_MODEL", ROOT / "runs" / "fsdd-digits" / "model"))
+
+
+def test_fsdd_held_out_speaker_three_minutes(tmp_path):
+    """Acceptance, with a model trained by pipelines/configs/fsdd-digits.yaml (18 min on
+    2 cores, so not in CI): 3 minutes of the held-out speaker's unseen recordings, WER
+    <= 5 % and SRT word times within 0.2 s of where each digit sounds."""
+    import jiwer
+    from conftest import corpora_root
+
+    from speechrnn.audio import save_audio
+    from speechrnn.corpora.fsdd import long_recording, scan
+
+    if not (fsdd_model() / "model.json").exists() or not (corpora_root() / "fsdd").is_dir():
+        pytest.skip("needs a trained fsdd-digits model (SPEECHRNN_FSDD_MODEL) and FSDD")
+    rows = [r for r in scan(corpora_root() / "fsdd", []) if r.speaker == "jackson"
+            and int(r.id.rsplit("_", 1)[1]) % 2 == 1]  # the test takes, never seen
+    audio, truth = long_recording(rows, 180.0, seed=1)
+    save_audio(tmp_path / "jackson.wav", audio)
+    proc = subprocess.run([sys.executable, "-m", "speechrnn", "transcribe", "--model",
+                           str(fsdd_model()), str(tmp_path / "jackson.wav"), "--format", "srt",
+                           "--max-words-per-cue", "1"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    clock = r"(\d\d):(\d\d):(\d\d),(\d{3})"
+    cues = re.findall(rf"\d+\n{clock} --> {clock}\n(\S+)\n", proc.stdout)
+    words = [(c[8], *(int(c[k]) * 3600 + int(c[k + 1]) * 60 + int(c[k + 2])
+                      + int(c[k + 3]) / 1000 for k in (0, 4))) for c in cues]
+    reference = " ".join(w for w, _, _ in truth)
+    hypothesis = " ".join(w for w, _, _ in words)
+    assert jiwer.wer(reference, hypothesis) <= 0.05
+    out = jiwer.process_words(reference, hypothesis)
+    for chunk in out.alignments[0]:
+        if chunk.type == "equal":
+            for i, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx),
+                            range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
+                assert abs(words[j][1] - truth[i][1]) <= 0.2, (truth[i], words[j])
+                assert abs(words[j][2] - truth[i][2]) <= 0.2, (truth[i], words[j])
