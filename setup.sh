@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
 # Set up speechrnn on a Debian/Ubuntu machine, as root (or with sudo available):
 # the Debian packages it needs, a virtual environment in .venv, and the package in it.
+# --dev adds what the tests need: pytest, ruff, selenium, and Debian's chromium and
+# chromium-driver (the MLflow UI test drives a real headless browser).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
+DEV=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    *) echo "usage: bash setup.sh [--dev]" >&2; exit 2 ;;
+  esac
+done
 PYTHON=${PYTHON:-python3}
 APT_PACKAGES=(espeak-ng flite libsndfile1)
+if ((DEV)); then
+  APT_PACKAGES+=(chromium chromium-driver)
+fi
 if ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
   APT_PACKAGES+=(python3-venv)
 fi
@@ -29,5 +41,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 echo "setup: installing speechrnn and its dependencies into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+if ((DEV)); then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+else
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+fi
 echo "setup: done"

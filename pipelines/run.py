@@ -1,26 +1,34 @@
-"""Run the pipeline for a config, stage by stage.
+"""Run the whole pipeline for a config: prepare -> train -> evaluate -> transcribe.
 
-    python pipelines/run.py [--config pipelines/configs/synth.yaml] [--set key.sub=value ...]
-                            [--corpora DIR] [--force]
+    python pipelines/run.py [--config pipelines/configs/synth.yaml] [--corpora DIR]
+                            [--set key.sub=value ...] [--stages prepare,train,...] [--fresh]
 
-Stages so far: prepare (import or synthesise the corpus, write manifests), report
-(utterances, hours, speakers, lengths), features (extract into the on-disk cache).
+prepare: import or synthesise the corpus and print its statistics. train: train (or resume)
+the model, tracked in MLflow and registered. evaluate: WER/CER on the test manifest,
+greedy and beam search with a word LM from the training transcripts; the reports are
+logged to the training run. transcribe: one held-out test file, with word timings. The
+default config needs no network and no corpus: synthetic voices, held out by voice.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-from speechrnn.config import Config, ConfigError, dump_yaml, load_config
+from speechrnn.config import ConfigError, load_pipeline_config
 from speechrnn.corpora import prepare_data
-from speechrnn.features import FeatureExtractor
 from speechrnn.manifest import format_stats, manifest_stats, read_manifest
-from speechrnn.text import Alphabet
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "synth.yaml"
+STAGES = ("prepare", "train", "evaluate", "transcribe")
+
+
+def stage(name: str) -> float:
+    print(f"\n== {name}", flush=True)
+    return time.time()
 
 
 def main(argv=None) -> int:
@@ -28,35 +36,91 @@ def main(argv=None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value (repeatable)")
-    parser.add_argument("--corpora", help="folder holding the corpora (or SPEECHRNN_CORPORA)")
-    parser.add_argument("--force", action="store_true", help="rebuild the manifests")
+    parser.add_argument("--sets", default="", help="overrides as one space-separated string "
+                        "(for MLproject parameters)")
+    parser.add_argument("--corpora", default=None,
+                        help="folder holding the corpora (or SPEECHRNN_CORPORA)")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated, from {', '.join(STAGES)}")
+    parser.add_argument("--fresh", action="store_true", help="train from scratch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
     try:
-        cfg = load_config(Config, args.config, args.overrides)
+        cfg = load_pipeline_config(args.config, args.overrides + args.sets.split())
     except ConfigError as err:
         print(f"run.py: error: {err}", file=sys.stderr)
         return 2
-    print(f"== config {args.config}\n{dump_yaml(cfg)}")
+    progress = False if args.quiet else None
+    corpora = args.corpora or None
+    out = Path(cfg.data.out)
+    manifest = {split: out / f"{name}.{cfg.data.format}" for split, name in
+                (("train", cfg.data.train), ("dev", cfg.data.dev), ("test", cfg.data.test))}
+    started = time.time()
 
-    t0 = time.time()
-    result = prepare_data(cfg.data, args.corpora, force=args.force)
-    print(f"== prepare: {'built' if result else 'manifests already there'} "
-          f"in {cfg.data.out} ({time.time() - t0:.1f} s)")
-    if result and result.rejected:
-        print(f"   {len(result.rejected)} rows rejected: {result.files['rejected']}")
+    if "prepare" in stages:
+        t0 = stage(f"prepare {cfg.name}: {cfg.data.kind} -> {out}")
+        result = prepare_data(cfg.data, corpora, progress=progress)
+        print(f"{'built' if result else 'already there'} ({time.time() - t0:.0f} s)")
+        for split, path in manifest.items():
+            print(format_stats(split, manifest_stats(read_manifest(path))))
 
-    from speechrnn.dataset import load_examples  # imports TensorFlow
+    from speechrnn.train import experiment_name
 
-    extractor = FeatureExtractor(cfg.features, cfg.data.cache or None)
-    for split in (cfg.data.train, cfg.data.dev, cfg.data.test):
-        rows = read_manifest(Path(cfg.data.out) / f"{split}.{cfg.data.format}")
-        print(format_stats(split, manifest_stats(rows)))
-        t0 = time.time()
-        examples = load_examples(rows, extractor, Alphabet(), workers=cfg.batch.workers,
-                                 desc=f"features {split}")
-        took = time.time() - t0
-        print(f"   features: {len(examples)} utterances, {examples.seconds / max(took, 1e-9):.0f} "
-              f"audio-s/s, {len(examples.skipped)} skipped")
+    model_dir = Path(cfg.train.workdir or f"runs/{cfg.name}") / "model"
+    if "train" in stages:
+        t0 = stage("train")
+        from speechrnn.tracking import Tracker
+        from speechrnn.train import train
+
+        tracker = Tracker(experiment_name(cfg), cfg.tracking.uri) if cfg.tracking.enabled \
+            else None
+        result = train(cfg, tracker, fresh=args.fresh, progress=progress)
+        model_dir = result.model_dir
+        print(f"trained in {(time.time() - t0) / 60:.1f} min: best dev WER "
+              f"{100 * result.best_wer:.1f} % (epoch {result.best_epoch + 1}); {model_dir}")
+
+    run_id = None
+    if (model_dir / "mlflow.json").exists():
+        run_id = json.loads((model_dir / "mlflow.json").read_text()).get("run_id")
+
+    if "evaluate" in stages:
+        stage(f"evaluate on {manifest['test']}")
+        from speechrnn.cli import main as cli
+
+        lm = ["--decoder", "beam", "--lm-from", str(manifest["train"])]
+        for extra in ([], lm):
+            report = Path("runs") / cfg.name / ("eval-beam-lm" if extra else "eval-greedy")
+            command = ["evaluate", "--model", str(model_dir), "--manifest",
+                       str(manifest["test"]), "--out", str(report), "--quiet", *extra]
+            if run_id:
+                command += ["--run-id", run_id, "--name", "test"]
+            if cli(command) != 0:
+                return 1
+            summary = json.loads((report / "summary.json").read_text())
+            print(f"test ({'beam 16 + word LM' if extra else 'greedy'}): WER "
+                  f"{100 * summary['wer']:.1f} %  CER {100 * summary['cer']:.1f} %  "
+                  f"({summary['utterances']} utterances; report in {report})")
+
+    if "transcribe" in stages:
+        stage("transcribe one held-out test file")
+        import speechrnn
+
+        row = read_manifest(manifest["test"])[0]
+        result = speechrnn.load_model(model_dir).transcribe(row.audio)
+        print(f"file:       {row.audio}\nreference:  {row.text}\nhypothesis: {result.text}")
+        print("words:      " + " ".join(f"{w.word}[{w.start:.2f}-{w.end:.2f}]"
+                                        for w in result.words))
+
+    print(f"\n== done in {(time.time() - started) / 60:.1f} min")
+    if run_id:
+        print(f"browse the run: .venv/bin/speechrnn ui, then open http://127.0.0.1:5000 "
+              f"(experiment {experiment_name(cfg)}, run {run_id})")
+        print(f"transcribe:     .venv/bin/speechrnn transcribe --model {model_dir} FILE...")
+        print(f"serve:          .venv/bin/speechrnn serve --model {model_dir}")
     return 0
 
 

@@ -7,6 +7,8 @@
     speechrnn train --config FILE [--set k=v] [--fresh]  train (or resume), tracked in MLflow
     speechrnn evaluate --model M --manifest FILE         WER/CER, S/I/D, report (+ MLflow)
     speechrnn transcribe --model M PATH...               text, json, srt or vtt per file
+    speechrnn ui                                         MLflow UI on the project's store
+    speechrnn serve --model M                            the model over HTTP
 """
 
 from __future__ import annotations
@@ -250,6 +252,28 @@ def cmd_transcribe(args) -> int:
     return 1 if failed else 0
 
 
+def _server(kind: str, args) -> int:
+    import subprocess
+
+    from .tracking import server_command
+
+    command, env = server_command(kind, args.host, args.port, getattr(args, "model", None))
+    what = "MLflow UI" if kind == "ui" else f"model {args.model}"
+    print(f"serving {what} at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_ui(args) -> int:
+    return _server("ui", args)
+
+
+def cmd_serve(args) -> int:
+    return _server("serve", args)
+
+
 def cmd_stats(args) -> int:
     report = {}
     for path in args.manifest:
@@ -369,6 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-words-per-cue", type=int, default=12,
                    help="srt/vtt: words per subtitle cue at most (1: a cue per word)")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("ui", help="the MLflow UI on the project's store")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: local only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("serve", help="serve a model over HTTP (MLflow scoring protocol)")
+    p.add_argument("--model", required=True, help="runs:/<run_id>/model, "
+                   "models:/<name>/<version>, or a model directory trained with tracking on")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: local only)")
+    p.add_argument("--port", type=int, default=5001)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

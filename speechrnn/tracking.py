@@ -13,6 +13,7 @@ file libsndfile reads, any length) and returns the transcripts; loading it runs 
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -40,7 +41,8 @@ MODEL_REQUIREMENTS = ("tensorflow", "keras", "librosa", "soundfile", "soxr", "nu
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("binary", "audio")]),
                            outputs=Schema([ColSpec("string", "text"),
                                            ColSpec("double", "confidence"),
-                                           ColSpec("string", "words")]))
+                                           ColSpec("string", "words"),
+                                           ColSpec("string", "error")]))
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -76,13 +78,23 @@ class Tracker:
         root = _artifact_root(self.uri)
         found = mlflow.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else mlflow.create_experiment(
-            experiment, artifact_location=root)
+            experiment, artifact_location=root,
+            # the UI opens it as model training (runs, metrics, charts), not as GenAI traces
+            tags={"mlflow.experimentKind": "custom_model_development"})
         self.run_id: str | None = None
 
     def start(self, run_id: str | None = None, run_name: str | None = None) -> str:
         """Start a new run, or resume ``run_id`` (after an interrupt or a crash)."""
         if mlflow.active_run():
             mlflow.end_run()
+        outer = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into its run
+        if outer and not run_id:
+            try:
+                mlflow.MlflowClient(self.uri).get_run(outer)
+            except mlflow.exceptions.MlflowException:
+                log.warning("MLFLOW_RUN_ID %s is not in %s; starting a run of our own",
+                            outer, self.uri)
+                del os.environ["MLFLOW_RUN_ID"]
         if run_id:
             run = mlflow.start_run(run_id=run_id)
         else:
@@ -232,6 +244,41 @@ def log_to_run(run_id: str, metrics: dict[str, float], files: list[Path],
     for f in files:
         client.log_artifact(run_id, str(f), artifact_path)
     return run_id
+
+
+def served_model_uri(model: str) -> str:
+    """The MLflow model to serve for a ``runs:/``/``models:/`` URI, a logged MLflow model
+    folder, or a trained model directory (which remembers the run that logged it)."""
+    if model.startswith(("runs:/", "models:/")):
+        return model
+    path = Path(model)
+    if (path / "MLmodel").exists():
+        return str(path.resolve())
+    info = path / "mlflow.json"
+    if info.exists():
+        uri = json.loads(info.read_text()).get("model_uri")
+        if uri:
+            return uri
+    raise FileNotFoundError(f"{model}: not an MLflow model; pass runs:/<run_id>/model, "
+                            "models:/<name>/<version>, or a model directory trained with "
+                            "tracking on")
+
+
+def server_command(kind: str, host: str, port: int, model: str | None = None,
+                   uri: str | None = None) -> tuple[list[str], dict]:
+    """The command line and environment of ``mlflow ui`` on the project's store, or of
+    ``mlflow models serve`` of a model (in this environment: ``--env-manager local``)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(uri),
+           # the servers MLflow starts (uvicorn) live beside this Python, venv or not
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                    os.environ.get("PATH", "")])}
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    base = [sys.executable, "-m", "mlflow"]
+    if kind == "ui":
+        return base + ["ui", "--backend-store-uri", tracking_uri(uri), "--host", host,
+                       "--port", str(port), "--workers", "1"], env
+    return base + ["models", "serve", "-m", served_model_uri(model), "--env-manager", "local",
+                   "--host", host, "--port", str(port)], env
 
 
 def download_model(model_uri: str, uri: str | None = None) -> Path:

@@ -75,7 +75,7 @@ def test_train_logs_everything_and_registers_a_model(trained):
     served = mlflow.pyfunc.load_model(f"models:/{trained.name}/1")
     audio = Path(read_manifest(trained.corpus / "test.jsonl")[0].audio).read_bytes()
     out = served.predict(pd.DataFrame({"audio": [audio]}))
-    assert list(out.columns) == ["text", "confidence", "words"]
+    assert list(out.columns) == ["text", "confidence", "words", "error"]
     from speechrnn.transcribe import Transcriber
 
     local = Transcriber(trained.model_dir).transcribe(audio)

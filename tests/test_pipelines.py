@@ -1,0 +1,55 @@
+"""The pipeline scripts and the MLproject entry points, on the tiny synthetic corpus."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import ROOT
+
+
+def env_for(uri: str) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "SPEECHRNN_PROGRESS": "0",
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+
+
+def test_run_py_evaluates_and_transcribes_a_trained_model(trained):
+    proc = subprocess.run([sys.executable, "pipelines/run.py", "--config", str(trained.config),
+                           "--stages", "evaluate,transcribe", "--quiet"], cwd=ROOT,
+                          capture_output=True, text=True, env=env_for(trained.uri))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "test (greedy): WER" in out and "test (beam 16 + word LM): WER" in out
+    assert "reference:" in out and "hypothesis:" in out
+    assert f"run {trained.run_id}" in out and "speechrnn ui" in out
+    import mlflow
+
+    metrics = mlflow.MlflowClient(trained.uri).get_run(trained.run_id).data.metrics
+    assert {"test_greedy_wer", "test_beam_lm_wer", "test_greedy_cer"} <= set(metrics)
+
+
+def test_mlflow_run_trains_through_the_mlproject(trained, tmp_path):
+    config = yaml.safe_load(Path(trained.config).read_text())
+    config["train"].update(epochs=1, workdir=str(tmp_path / "run"))
+    config["data"]["cache"] = str(tmp_path / "cache")
+    del config["tracking"]  # the store is the one `mlflow run` uses: MLFLOW_TRACKING_URI
+    path = tmp_path / "mlproject.yaml"
+    path.write_text(yaml.safe_dump(config))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    proc = subprocess.run([mlflow_cli, "run", ".", "-e", "train", "--env-manager", "local",
+                           "--experiment-name", "speechrnn-mlproject", "-P",
+                           f"config={path}"], cwd=ROOT, capture_output=True, text=True,
+                          env=env_for(uri), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("speechrnn-mlproject")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_wer")] == [0]
+    assert run.data.params["config"] == str(path)  # the entry point's parameter
+    assert (tmp_path / "run" / "model" / "model.onnx").exists()
