@@ -91,9 +91,12 @@ def main(argv=None) -> int:
         stage(f"evaluate on {manifest['test']}")
         from speechrnn.cli import main as cli
 
-        lm = ["--decoder", "beam", "--lm-from", str(manifest["train"])]
+        e = cfg.eval
+        lm = ["--decoder", "beam", "--lm-from", str(manifest["train"]), "--beam-width",
+              str(e.beam_width), "--lm-order", str(e.lm_order), "--lm-weight",
+              str(e.lm_weight), "--word-bonus", str(e.word_bonus)]
         for extra in ([], lm):
-            report = Path("runs") / cfg.name / ("eval-beam-lm" if extra else "eval-greedy")
+            report = model_dir.parent / ("eval-beam-lm" if extra else "eval-greedy")
             command = ["evaluate", "--model", str(model_dir), "--manifest",
                        str(manifest["test"]), "--out", str(report), "--quiet", *extra]
             if run_id:
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
             if cli(command) != 0:
                 return 1
             summary = json.loads((report / "summary.json").read_text())
-            print(f"test ({'beam 16 + word LM' if extra else 'greedy'}): WER "
+            print(f"test ({f'beam {e.beam_width} + word LM' if extra else 'greedy'}): WER "
                   f"{100 * summary['wer']:.1f} %  CER {100 * summary['cer']:.1f} %  "
                   f"({summary['utterances']} utterances; report in {report})")
 

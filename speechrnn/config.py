@@ -168,6 +168,21 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """How the pipeline's evaluate stage decodes: greedy, and beam search with a word LM
+    built from the training transcripts (weights best tuned on dev, never on test)."""
+
+    beam_width: int = 16
+    lm_order: int = 3
+    lm_weight: float = 0.8
+    word_bonus: float = 1.0
+
+    def __post_init__(self):
+        if self.beam_width < 1 or self.lm_order < 1:
+            raise ConfigError("eval.beam_width and eval.lm_order must be >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a pipeline run needs; logged whole to MLflow."""
 
@@ -177,6 +192,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     name: str = ""  # names the run's folder and experiment; "" -> the config file's name
 
 

@@ -155,10 +155,10 @@ class StopFlag:
 
 
 def config_digest(cfg: Config) -> str:
-    """What must not change under a resumed run: the settings (tracking, budget and thread
-    settings may) and the train and dev manifests' contents."""
+    """What must not change under a resumed run: the settings (tracking, evaluation, budget and
+    thread settings may) and the train and dev manifests' contents."""
     keep = {k: v for k, v in flatten(cfg).items()
-            if not k.startswith(("tracking.", "train.time_budget", "train.epochs",
+            if not k.startswith(("tracking.", "eval.", "train.time_budget", "train.epochs",
                                  "train.patience", "train.workdir", "train.intra",
                                  "train.inter", "batch.workers", "data.cache"))}
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())

@@ -53,3 +53,17 @@ def test_bad_override_and_missing_file(tmp_path):
         load_config(BatchConfig, None, ["batch_size"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(BatchConfig, tmp_path / "nope.yaml")
+
+
+def test_pipeline_sections_train_and_eval(tmp_path):
+    from speechrnn.config import load_pipeline_config
+
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  ema_decay: 0.998\neval:\n  lm_weight: 1.5\n")
+    cfg = load_pipeline_config(path, ["eval.beam_width=32"])
+    assert cfg.train.ema_decay == 0.998 and cfg.eval.lm_weight == 1.5
+    assert cfg.eval.beam_width == 32 and flatten(cfg)["eval.lm_order"] == 3
+    with pytest.raises(ConfigError, match="ema_decay"):
+        load_pipeline_config(path, ["train.ema_decay=1.0"])
+    with pytest.raises(ConfigError, match="beam_width"):
+        load_pipeline_config(path, ["eval.beam_width=0"])
