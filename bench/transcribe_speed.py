@@ -124,6 +124,10 @@ def main(argv=None) -> int:
     if args.backend:
         print(json.dumps(measure(args.model, args.manifest, args.backend, args.limit)))
         return 0
+    long = None
+    if args.long_minutes > 0:  # first: RUSAGE_CHILDREN is the peak over all children so far
+        long = measure_long(args.model, long_file(args.long_minutes, args.manifest,
+                                                  args.corpora))
     results = []
     for backend in ("onnx", "keras"):
         proc = subprocess.run([sys.executable, __file__, "--model", str(args.model),
@@ -148,9 +152,7 @@ def main(argv=None) -> int:
     print(f"ONNX Runtime / Keras (batch 1, greedy): "
           f"{report['onnx_over_keras_batch1_greedy']:.2f}x   (target: ONNX batch 1 >= "
           f"{TARGET:.0f} audio-s/s)")
-    if args.long_minutes > 0:
-        long = measure_long(args.model, long_file(args.long_minutes, args.manifest,
-                                                  args.corpora))
+    if long:
         report["long_file"] = {**long, "rss_target_mb": RSS_TARGET_MB,
                                "meets_rss_target": long["peak_rss_mb"] < RSS_TARGET_MB}
         print(f"long file: {long['audio_minutes']} min, {long['words']} words, "

@@ -186,15 +186,21 @@ def align(log_probs: np.ndarray, labels: list[int], blank: int = 0) -> list[tupl
     n = len(states)
     skip = np.zeros(n, dtype=bool)  # s-2 -> s allowed: a label unlike the one before it
     skip[3::2] = states[3::2] != states[1:-2:2]
+    no_skip = ~skip
     score = np.full(n, -np.inf)
     score[:2] = lp[0, states[:2]]
+    emit = lp[:, states]  # (T, n): each state's label log-probability per frame
     back = np.zeros((len(lp), n), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    one, two = np.full(n, -np.inf), np.full(n, -np.inf)
     for t in range(1, len(lp)):
-        one = np.concatenate([[-np.inf], score[:-1]])
-        two = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
-        choice = np.argmax(np.stack([score, one, two]), axis=0)
-        score = np.choose(choice, [score, one, two]) + lp[t, states]
-        back[t] = choice
+        one[1:] = score[:-1]
+        two[2:] = score[:-2]
+        two[no_skip] = -np.inf
+        best, choice = score.copy(), back[t]
+        for k, came in ((1, one), (2, two)):
+            mask = came > best
+            best[mask], choice[mask] = came[mask], k
+        score = best + emit[t]
     s = n - 1 if n == 1 or score[-1] >= score[-2] else n - 2
     if not np.isfinite(score[s]):
         raise ValueError("the text cannot be aligned to these frames")
