@@ -44,7 +44,7 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded(x, np.array([50], np.int32)).numpy(), before)
     assert features == FeatureConfig() and alphabet == Alphabet() and meta["dev_wer"] == 0.1
     assert {p.name for p in (tmp_path / "m").iterdir()} == {
-        "model.weights.h5", "model.json", "alphabet.json"}
+        "model.weights.h5", "model.json", "alphabet.json", "model.onnx"}
     with pytest.raises(FileNotFoundError, match="not a speechrnn model directory"):
         load_model(tmp_path)
 
