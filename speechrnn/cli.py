@@ -231,7 +231,8 @@ def cmd_transcribe(args) -> int:
                       else False) as bar:
         for path in files:
             try:
-                result = transcriber.transcribe(path)
+                result = transcriber.transcribe(  # a bar of its own for a long file
+                    path, progress=None if len(files) == 1 and not args.quiet else False)
             except AudioError as err:
                 failed += 1
                 bar.write(f"speechrnn: error: {err}", file=sys.stderr)

@@ -180,25 +180,38 @@ class Transcriber:
                       self.frame_seconds)
 
     def transcribe(self, source, sample_rate: int | None = None,
-                   options: DecodingOptions | None = None) -> Transcript:
-        """Transcribe a path, audio bytes or an array (with ``sample_rate``)."""
+                   options: DecodingOptions | None = None,
+                   progress: bool | None = False) -> Transcript:
+        """Transcribe a path, audio bytes or an array (with ``sample_rate``). With
+        ``progress`` (None: unless SPEECHRNN_PROGRESS=0), a file longer than a few chunks
+        shows a bar of audio seconds done."""
+        from .audio import audio_duration
+        from .progress import progress_bar
+
         name = _name(source)
         if isinstance(source, (str, Path)):
             blocks = stream_audio(source, self.sample_rate, self.chunking.max_chunk_s)
+            seconds = audio_duration(source)
         else:
             blocks = [self.audio(source, sample_rate)]
+            seconds = len(blocks[0]) / self.sample_rate
+        long = progress is not False and seconds > 3 * self.chunking.max_chunk_s
         pieces, total = [], 0
         pending: list[tuple[int, np.ndarray]] = []
-        for offset, chunk in chunks(blocks, self.sample_rate, self.chunking):
-            total = offset + len(chunk)
-            pending.append((offset, chunk))
-            if len(pending) == self.batch_size:
-                pieces += self._run(pending, options)
-                pending = []
-        if total < MIN_SECONDS * self.sample_rate:
-            raise AudioError(name, f"audio too short to transcribe "
-                                   f"({total / self.sample_rate:.3f} s < {MIN_SECONDS} s)")
-        pieces += self._run(pending, options)
+        with progress_bar(int(seconds), Path(name).name, progress if long else False) as bar:
+            bar.unit = "audio-s"
+            for offset, chunk in chunks(blocks, self.sample_rate, self.chunking):
+                total = offset + len(chunk)
+                pending.append((offset, chunk))
+                if len(pending) == self.batch_size:
+                    pieces += self._run(pending, options)
+                    bar.update(min(int(total / self.sample_rate), bar.total) - bar.n)
+                    pending = []
+            if total < MIN_SECONDS * self.sample_rate:
+                raise AudioError(name, f"audio too short to transcribe "
+                                       f"({total / self.sample_rate:.3f} s < {MIN_SECONDS} s)")
+            pieces += self._run(pending, options)
+            bar.update(bar.total - bar.n)
         return _join(pieces, total / self.sample_rate, name)
 
     def transcribe_batch(self, audios: list[np.ndarray],

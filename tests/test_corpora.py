@@ -1,6 +1,7 @@
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -260,5 +261,10 @@ def test_prepare_data_builds_once_and_adds_synthetic_training_voices(needs_espea
     assert [p.name for p in paths] == ["train.jsonl", "train.jsonl"]
     extra = read_manifest(paths[1])
     assert len(extra) == 4 and all(set(r.text.split()) <= set(DIGITS) for r in extra)
+    # other settings: rebuilt, never the stale manifests
+    more = replace(cfg, synth_train=8, synth_extra=5)
+    assert prepare_data(more, progress=False) is not None
+    assert len(read_manifest(paths[0])) == 8 and len(read_manifest(paths[1])) == 5
+    assert prepare_data(replace(more, cache="elsewhere"), progress=False) is None
     with pytest.raises(FileNotFoundError, match="SPEECHRNN_CORPORA"):
         prepare_data(DataConfig(kind="fsdd", source="no-such-corpus", out=str(tmp_path / "f")))

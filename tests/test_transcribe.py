@@ -180,7 +180,7 @@ def test_fsdd_held_out_speaker_three_minutes(tmp_path):
     from conftest import corpora_root
 
     from speechrnn.audio import save_audio
-    from speechrnn.corpora.fsdd import long_recording, scan
+    from speechrnn.corpora.fsdd import DIGITS, long_recording, scan
 
     if not (fsdd_model() / "model.json").exists() or not (corpora_root() / "fsdd").is_dir():
         pytest.skip("needs a trained fsdd-digits model (SPEECHRNN_FSDD_MODEL) and FSDD")
@@ -188,10 +188,13 @@ def test_fsdd_held_out_speaker_three_minutes(tmp_path):
             and int(r.id.rsplit("_", 1)[1]) % 2 == 1]  # the test takes, never seen
     audio, truth = long_recording(rows, 180.0, seed=1)
     save_audio(tmp_path / "jackson.wav", audio)
+    # as a user of a digit recogniser would: beam search with the ten words as the LM
+    (tmp_path / "digits.txt").write_text("\n".join(DIGITS) + "\n")
     proc = subprocess.run([sys.executable, "-m", "speechrnn", "transcribe", "--model",
                            str(fsdd_model()), str(tmp_path / "jackson.wav"), "--format", "srt",
-                           "--max-words-per-cue", "1"], capture_output=True, text=True,
-                          cwd=ROOT)
+                           "--max-words-per-cue", "1", "--decoder", "beam", "--lm-text",
+                           str(tmp_path / "digits.txt"), "--lm-order", "1", "--lm-weight", "1.0"],
+                          capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     clock = r"(\d\d):(\d\d):(\d\d),(\d{3})"
     cues = re.findall(rf"\d+\n{clock} --> {clock}\n(\S+)\n", proc.stdout)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .fsdd import import_fsdd
@@ -58,31 +59,53 @@ def training_manifests(cfg) -> list[Path]:
     return paths + ([synth_extra_manifest(cfg)] if cfg.synth_extra else [])
 
 
+def _up_to_date(stamp: Path, settings: dict) -> bool:
+    """Were the files beside ``stamp`` built with these settings?"""
+    try:
+        return json.loads(stamp.read_text()) == json.loads(json.dumps(settings))
+    except (FileNotFoundError, ValueError):
+        return False
+
+
 def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
                  progress: bool | None = None) -> ImportResult | None:
-    """Build the manifests ``cfg`` (a ``DataConfig``) names, unless they already exist.
+    """Build the manifests ``cfg`` (a ``DataConfig``) names, unless they are already there,
+    built with the same settings (``prepared.json`` beside them records those).
 
     Returns the import result, or None when every manifest was already there.
     """
     out = Path(cfg.out)
+    settings = {k: v for k, v in asdict(cfg).items()
+                if k not in ("cache", "extra_train", "synth_extra", "synth_extra_digit_share")}
+    extra = {"synth_extra": cfg.synth_extra, "digit_share": cfg.synth_extra_digit_share,
+             "seed": cfg.seed}
     options = ImportOptions(out=out, format=cfg.format, seed=cfg.seed,
                             test_speakers=tuple(cfg.test_speakers),
                             dev_speakers=tuple(cfg.dev_speakers),
                             dev_fraction=cfg.dev_fraction, progress=progress)
-    if cfg.synth_extra and (force or not synth_extra_manifest(cfg).exists()):
+    extra_stamp = synth_extra_manifest(cfg).parent / "prepared.json"
+    if cfg.synth_extra and (force or not synth_extra_manifest(cfg).exists()
+                            or not _up_to_date(extra_stamp, extra)):
         make_synth_corpus(replace(options, out=synth_extra_manifest(cfg).parent, format="jsonl"),
                           cfg.synth_extra, 0, 0, cfg.synth_extra_digit_share)
+        extra_stamp.write_text(json.dumps(extra))
     wanted = [out / f"{name}.{cfg.format}" for name in (cfg.train, cfg.dev, cfg.test)]
-    if not force and all(p.exists() for p in wanted):
+    if not force and all(p.exists() for p in wanted) and \
+            _up_to_date(out / "prepared.json", settings):
         return None
     if cfg.kind == "synth":
-        return make_synth_corpus(options, cfg.synth_train, cfg.synth_dev, cfg.synth_test)
-    if cfg.source is None:
-        raise ValueError(f"data.source is required for data.kind={cfg.kind}")
-    source = resolve_source(cfg.source, corpora)
-    if cfg.kind == "fsdd":
-        return import_fsdd(source, options, per_speaker=cfg.per_speaker, perturb=cfg.perturb)
-    return import_corpus(cfg.kind, source, options)
+        result = make_synth_corpus(options, cfg.synth_train, cfg.synth_dev, cfg.synth_test)
+    else:
+        if cfg.source is None:
+            raise ValueError(f"data.source is required for data.kind={cfg.kind}")
+        source = resolve_source(cfg.source, corpora)
+        if cfg.kind == "fsdd":
+            result = import_fsdd(source, options, per_speaker=cfg.per_speaker,
+                                 perturb=cfg.perturb)
+        else:
+            result = import_corpus(cfg.kind, source, options)
+    (out / "prepared.json").write_text(json.dumps(settings))
+    return result
 
 
 __all__ = ["IMPORTERS", "ImportOptions", "ImportResult", "Rejected", "SynthError",
