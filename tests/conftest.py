@@ -67,15 +67,21 @@ def bad_files(folder: Path, stem=lambda name: name) -> dict[str, Path]:
     return files
 
 
+# the tiny synthetic corpus, as a config's data section
+TINY_DATA = {"kind": "synth", "synth_train": 16, "synth_dev": 4, "synth_test": 4}
+
+
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory):
-    """A tiny synthetic corpus: 16 train, 4 dev and 4 test utterances (espeak-ng)."""
+    """A tiny synthetic corpus: 16 train, 4 dev and 4 test utterances (espeak-ng), prepared
+    as a config with ``TINY_DATA`` would prepare it (so such a config reuses it)."""
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    from speechrnn.corpora import ImportOptions, make_synth_corpus
+    from speechrnn.config import DataConfig
+    from speechrnn.corpora import prepare_data
 
     out = tmp_path_factory.mktemp("corpus")
-    make_synth_corpus(ImportOptions(out=out, progress=False), train=16, dev=4, test=4)
+    prepare_data(DataConfig(out=str(out), **TINY_DATA), progress=False)
     return out
 
 
@@ -99,7 +105,7 @@ def trained(synth_corpus, tmp_path_factory):
         "model": {"conv_filters": 16, "lstm_layers": 1, "lstm_units": 16, "dropout": 0.0},
         "batch": {"batch_size": 4, "buckets": 1},
         "train": {"epochs": 2, "learning_rate": 0.003, "workdir": str(tmp / "run")},
-        "data": {"kind": "synth", "out": str(synth_corpus), "cache": str(tmp / "cache")},
+        "data": {**TINY_DATA, "out": str(synth_corpus), "cache": str(tmp / "cache")},
         "tracking": {"uri": uri}}))
     cfg = load_pipeline_config(config)
     result = train(cfg, Tracker(experiment_name(cfg), uri), progress=False)

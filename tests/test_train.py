@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY_DATA
 
 from speechrnn.config import load_pipeline_config
 from speechrnn.manifest import read_manifest, write_manifest
@@ -30,7 +31,7 @@ def corpus(synth_corpus):
 
 def write_config(tmp_path: Path, corpus: Path, **sections) -> Path:
     data = json.loads(json.dumps(TINY))
-    data["data"] = {"kind": "synth", "out": str(corpus), "cache": str(tmp_path / "cache")}
+    data["data"] = {**TINY_DATA, "out": str(corpus), "cache": str(tmp_path / "cache")}
     data["train"]["workdir"] = str(tmp_path / "run")
     data["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
     for key, value in sections.items():

@@ -76,7 +76,8 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
     """
     out = Path(cfg.out)
     settings = {k: v for k, v in asdict(cfg).items()
-                if k not in ("cache", "extra_train", "synth_extra", "synth_extra_digit_share")}
+                if k not in ("out", "cache", "extra_train", "synth_extra",
+                             "synth_extra_digit_share")}
     extra = {"synth_extra": cfg.synth_extra, "digit_share": cfg.synth_extra_digit_share,
              "seed": cfg.seed}
     options = ImportOptions(out=out, format=cfg.format, seed=cfg.seed,
