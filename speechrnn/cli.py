@@ -190,16 +190,15 @@ def _inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
         path = Path(p)
         if path.is_dir():
             found = sorted(f for f in path.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
-            files += found or []
-            if not found:
-                missing.append(f"{p}: no audio files in this folder")
+            why = "no audio files in this folder"
         elif not path.exists() and any(c in p for c in "*?["):
             found = sorted(Path(f) for f in glob.glob(p, recursive=True) if Path(f).is_file())
-            files += found
-            if not found:
-                missing.append(f"{p}: no file matches this pattern")
+            why = "no file matches this pattern"
         else:
-            files.append(path)  # a missing file is reported when it is read
+            found, why = [path], ""  # a missing file is reported when it is read
+        files += found
+        if not found:
+            missing.append(f"{p}: {why}")
     return files, missing
 
 

@@ -37,11 +37,15 @@ class ModelFiles:
         return self.path / "model.weights.h5"
 
     @property
+    def stride(self) -> int:
+        """Input frames per output frame: the model's time subsampling."""
+        model = self.meta["model"]
+        return model["subsampling"] if model.get("front_end", True) else 1
+
+    @property
     def frame_seconds(self) -> float:
         """Duration of one output frame: feature hop x the model's subsampling."""
-        model = self.meta["model"]
-        stride = model["subsampling"] if model.get("front_end", True) else 1
-        return self.features.hop_ms / 1000.0 * stride
+        return self.features.hop_ms / 1000.0 * self.stride
 
 
 def read_model_dir(path: str | Path) -> ModelFiles:

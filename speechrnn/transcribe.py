@@ -89,7 +89,7 @@ def snap_to_speech(hyp: Hypothesis, audio: np.ndarray, rate: int, top_db: float 
             continue
         floor = db[a:b].max() - top_db
         lo = max(a - reach, int(math.ceil(words[i - 1].end * 100)) if i else 0)
-        hi = min(b + reach, int(hyp.words[i + 1].start * 100) if i + 1 < len(words) else frames)
+        hi = min(b + reach, int(words[i + 1].start * 100) if i + 1 < len(words) else frames)
         while a > lo and db[a - 1] >= floor:
             a -= 1
         while b < hi and db[b] >= floor:
@@ -139,7 +139,7 @@ class Transcriber:
         files = read_model_dir(self.model_dir)
         self.model_dir = files.path
         self.features, self.alphabet, self.meta = files.features, files.alphabet, files.meta
-        self.frame_seconds = files.frame_seconds
+        self.stride, self.frame_seconds = files.stride, files.frame_seconds
         cmvn = CMVN.load(files.path / "cmvn.json") if self.features.cmvn == "global" else None
         self.extractor = FeatureExtractor(self.features, cmvn=cmvn)
         self.network, self.backend = _load_network(files, self.backend, self.threads)
@@ -169,8 +169,7 @@ class Transcriber:
         for i, f in enumerate(feats):
             batch[i, :len(f)] = f
         out = np.asarray(self.network.predict_log_probs(batch, lengths))
-        stride = self.meta["model"]["subsampling"] if self.meta["model"]["front_end"] else 1
-        return [out[i, :-(-int(n) // stride)] for i, n in enumerate(lengths)]
+        return [out[i, :-(-int(n) // self.stride)] for i, n in enumerate(lengths)]
 
     def log_probs(self, audio: np.ndarray) -> np.ndarray:
         return self.log_probs_batch([audio])[0]
@@ -216,19 +215,20 @@ class Transcriber:
 
     def transcribe_batch(self, audios: list[np.ndarray],
                          options: DecodingOptions | None = None) -> list[Hypothesis]:
-        """Short utterances (model-rate arrays) through the network together."""
+        """Short utterances (model-rate arrays) through the network together; word edges
+        snapped to the sound (:func:`snap_to_speech`)."""
         # BLAS threads left spinning after the feature matmuls steal the cores ONNX Runtime's
         # LSTM needs: held to one, transcription runs about 1.8x faster on 2 cores
         with self._blas.limit(limits=1, user_api="blas"):
-            return [self.decode(lp, options) for lp in self.log_probs_batch(audios)]
+            return [snap_to_speech(self.decode(lp, options), audio, self.sample_rate)
+                    for lp, audio in zip(self.log_probs_batch(audios), audios)]
 
     def _run(self, pending, options) -> list[Hypothesis]:
         pending = [(o, c) for o, c in pending if len(c) >= self.sample_rate // 100]
         if not pending:
             return []
         hyps = self.transcribe_batch([c for _, c in pending], options)
-        return [snap_to_speech(h, c, self.sample_rate).shifted(o / self.sample_rate)
-                for (o, c), h in zip(pending, hyps)]
+        return [h.shifted(o / self.sample_rate) for (o, _), h in zip(pending, hyps)]
 
 
 def _join(pieces: list[Hypothesis], duration: float, source: str) -> Transcript:
@@ -241,7 +241,7 @@ def _join(pieces: list[Hypothesis], duration: float, source: str) -> Transcript:
 
 
 def _load_network(files, backend: str, threads: int):
-    from .export import OnnxNetwork, onnxruntime_available
+    from .export import OnnxNetwork, build_onnx, onnx_available, onnxruntime_available
 
     if backend not in ("auto", "onnx", "keras"):
         raise ValueError(f"backend must be auto, onnx or keras, not {backend!r}")
@@ -250,19 +250,16 @@ def _load_network(files, backend: str, threads: int):
     if backend != "keras" and onnxruntime_available():
         if files.onnx.exists() and files.onnx.stat().st_mtime >= files.weights.stat().st_mtime:
             return OnnxNetwork(files.onnx, threads), "onnx"
-        from .export import build_onnx, onnx_available
-
-        if onnx_available():  # an older model directory: export in memory
-            from .model import load_model as load_keras
-
-            return OnnxNetwork(build_onnx(load_keras(files.path)[0]).SerializeToString(),
-                               threads), "onnx"
-        if backend == "onnx":
+        if not onnx_available() and backend == "onnx":
             raise RuntimeError(f"{files.path}: no model.onnx, and the onnx package is not "
                                "installed to export one")
     from .model import load_model as load_keras
 
-    return load_keras(files.path)[0], "keras"
+    keras_model = load_keras(files.path)[0]
+    if backend != "keras" and onnxruntime_available() and onnx_available():
+        # an older model directory: export in memory
+        return OnnxNetwork(build_onnx(keras_model).SerializeToString(), threads), "onnx"
+    return keras_model, "keras"
 
 
 def load_model(model: str | Path, **options) -> Transcriber:
