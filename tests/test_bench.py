@@ -1,0 +1,131 @@
+"""The peers of bench/compare.py: the keras.io CTC recipe re-implementation and the
+PocketSphinx wrapper, and the suite's report."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+import compare  # noqa: E402
+import deepspeech2 as ds2  # noqa: E402
+import sphinx  # noqa: E402
+
+TINY = ds2.RecipeConfig(rnn_layers=2, rnn_units=16, learning_rate=1e-3, batch_size=4)
+
+
+def test_spectrogram_is_the_recipes():
+    audio = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    spec = ds2.spectrogram(audio)
+    assert spec.shape == (1 + (16000 - 256) // 160, 193)
+    np.testing.assert_allclose(spec.mean(axis=1), 0, atol=1e-4)  # each frame normalised
+    np.testing.assert_allclose(spec.std(axis=1), 1, atol=1e-3)
+    assert ds2.spectrogram(audio[:100]).shape == (1, 193)  # shorter than a frame: padded
+
+
+def test_deepspeech2_shapes_lengths_and_round_trip(tmp_path):
+    from speechrnn.text import Alphabet
+
+    alphabet = Alphabet()
+    model = ds2.DeepSpeech2(alphabet.size, TINY)
+    feats = np.random.default_rng(1).normal(size=(2, 101, ds2.N_FEATURES)).astype(np.float32)
+    out = model(feats, np.array([101, 60]))
+    assert out.shape == (2, 51, alphabet.size)
+    np.testing.assert_allclose(np.exp(out.numpy()).sum(-1), 1, atol=1e-5)
+    assert list(model.output_lengths(np.array([101, 60, 1]))) == [51, 30, 1]
+    ds2.save(model, alphabet, TINY, tmp_path / "m", {"batches": 0})
+    again, alphabet2 = ds2.load(tmp_path / "m")
+    assert alphabet2 == alphabet
+    np.testing.assert_allclose(again.predict_log_probs(feats[0]), model.predict_log_probs(feats[0]),
+                               atol=1e-6)
+
+
+def test_deepspeech2_trains_for_its_budget_on_real_batches(synth_corpus):
+    from speechrnn.dataset import load_examples
+    from speechrnn.manifest import read_manifest
+    from speechrnn.text import Alphabet
+
+    alphabet = Alphabet()
+    rows = read_manifest(synth_corpus / "train.jsonl")[:8]
+    examples = load_examples(rows, ds2.Spectrogram(), alphabet, subsampling=2, progress=False)
+    assert len(examples) == 8 and examples.features[0].shape[1] == ds2.N_FEATURES
+    model = ds2.DeepSpeech2(alphabet.size, TINY)
+    before = [w.numpy().copy() for w in model.net.trainable_variables]
+    done = ds2.train_for(model, examples, TINY, seconds=10.0, progress=False)
+    assert done["train_seconds"] >= 10.0 and done["batches"] >= 2
+    assert np.isfinite(done["loss"]) and done["nonfinite_batches"] == 0
+    assert done["audio_seconds"] > 0 and done["train_audio_s_per_s"] > 0
+    assert any(not np.allclose(a, w.numpy()) for a, w in zip(before,
+                                                            model.net.trainable_variables))
+
+
+@pytest.fixture
+def spoken_digits(needs_espeak):
+    from speechrnn.corpora.synth import Voice, synthesize
+
+    text = "three one four one five nine"
+    return text, synthesize(Voice("espeak-ng", "en-us"), text, 0.9, 0.5)
+
+
+def test_pocketsphinx_digit_grammar_hears_digits(spoken_digits):
+    if not sphinx.available():
+        pytest.skip("pocketsphinx is not installed (pip install -e '.[bench]')")
+    text, audio = spoken_digits
+    words = sphinx.PocketSphinx(sphinx.DIGITS_JSGF, wip=1e-4).recognize(audio).split()
+    assert set(words) <= set("zero one two three four five six seven eight nine".split())
+    assert sum(a == b for a, b in zip(words, text.split())) >= 4  # a grammar, not a guess
+    open_vocabulary = sphinx.PocketSphinx().recognize(audio)
+    assert isinstance(open_vocabulary, str) and open_vocabulary  # bundled LM: some words
+    assert sphinx.PocketSphinx(sphinx.DIGITS_JSGF).recognize(np.zeros(1600)) == ""
+
+
+def test_spread_covers_the_manifest():
+    rows = list(range(600))
+    picked = compare.spread(rows, 100)
+    assert len(picked) == 100 and picked[0] == 0 and picked[-1] >= 594
+    assert compare.spread(rows, None) == rows and compare.spread(rows[:5], 10) == rows[:5]
+
+
+def test_folds_hold_out_one_speaker_and_share_synthetic_strings():
+    suite = compare.SUITES["full"]
+    folds = [t for t in compare.tasks(suite) if t.digits]
+    assert [t.name for t in folds] == [f"fsdd-{s}" for s in compare.FSDD_SPEAKERS]
+    for task in folds:
+        cfg = compare.config(task)
+        speaker = task.name.split("-", 1)[1]
+        assert cfg.data.test_speakers == (speaker,) == cfg.data.dev_speakers
+        assert cfg.train.time_budget_min == suite.fsdd_minutes
+        assert cfg.train.workdir == f"runs/bench/full/{task.name}/ours"
+        if speaker != "jackson":
+            assert cfg.data.synth_extra == 0
+            assert cfg.data.extra_train == ("data/fsdd/synth-extra/train.jsonl",)
+    so762 = compare.config(compare.tasks(suite)[-1])
+    assert so762.data.kind == "speechocean762" and so762.train.time_budget_min == 58
+
+
+def _result(wer, speed):
+    return {"wer": wer, "cer": wer / 2, "utterances": 50, "audio_s_per_s": speed}
+
+
+def test_report_fills_every_cell():
+    train = {"train_seconds": 240.0, "train_audio_s_per_s": 70.0, "epochs": 3,
+             "peak_rss_mb": 1500.0}
+    entry = {"train": {"ours": train, "ds2": {**train, "train_audio_s_per_s": 6.5,
+                                              "epochs": 0.1}},
+             "eval": {s: {"plain": _result(0.2, 100.0), "best": _result(0.1, 50.0),
+                          "peak_rss_mb": 400.0} for s in compare.SYSTEMS}}
+    report = {"suite": "quick", "settings": compare.SUITES["quick"].__dict__,
+              "tasks": {"fsdd-jackson": entry, "speechocean762": entry}, "minutes": 40.0,
+              "date": "2026-11-22", "machine": {"cpus": 2, "processor": "x86_64",
+                                                "python": "3.11"}}
+    text = compare.markdown(report, "python bench/compare.py")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 + 2 + 4 + 6  # headers + 2 accuracy, 4 training, 6 speed rows
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(cells), line
+    assert "| fsdd-jackson | 50 | 20.0 / 10.0 | 10.0 / 5.0 |" in text
