@@ -60,9 +60,6 @@ class Spectrogram:
     def __call__(self, path, offset: float = 0.0, end: float | None = None) -> np.ndarray:
         return spectrogram(load_audio(path, SAMPLE_RATE, offset, end))
 
-    def from_audio(self, audio: np.ndarray) -> np.ndarray:
-        return spectrogram(audio)
-
 
 @dataclass(frozen=True)
 class RecipeConfig:
