@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -76,6 +76,11 @@ class Task:
     overrides: tuple[str, ...]
     test_limit: int | None
     digits: bool
+    # TensorFlow's oneDNN kernels for the DS2 recipe's jobs. On long inputs oneDNN falls
+    # back to its reference kernel for the Conv2D weight gradient: a 32 x 1533-frame
+    # speechocean762 batch ran > 8 min (then killed) against 135 s with oneDNN off, which
+    # in turn is ~25 % slower on FSDD's short batches. Each task gets the faster setting.
+    ds2_onednn: bool = True
 
 
 def tasks(suite: Suite) -> list[Task]:
@@ -90,16 +95,16 @@ def tasks(suite: Suite) -> list[Task]:
             f"data.test_speakers=[{speaker}]", f"data.dev_speakers=[{speaker}]", *data,
             f"train.time_budget_min={suite.fsdd_minutes}"), suite.fsdd_test, True))
     out.append(Task("speechocean762", CONFIGS / "speechocean762.yaml",
-                    (f"train.time_budget_min={suite.so762_minutes}",), suite.so762_test, False))
+                    (f"train.time_budget_min={suite.so762_minutes}",), suite.so762_test, False,
+                    ds2_onednn=False))
     return [_named(t, suite) for t in out]
 
 
 def _named(task: Task, suite: Suite) -> Task:
     where = f"runs/bench/{suite.name}/{task.name}"
-    return Task(task.name, task.config, task.overrides + (
+    return replace(task, overrides=task.overrides + (
         f"train.workdir={where}/ours", f"tracking.experiment=speechrnn-bench-{suite.name}",
-        f"tracking.run_name={task.name}", f"tracking.register_as=speechrnn-bench-{task.name}"),
-        task.test_limit, task.digits)
+        f"tracking.run_name={task.name}", f"tracking.register_as=speechrnn-bench-{task.name}"))
 
 
 def config(task: Task):
@@ -316,8 +321,11 @@ def run_job(task: Task, system: str, phase: str, corpora: str | None, fresh: boo
     command = [sys.executable, __file__, "--suite", CURRENT_SUITE, "--job",
                f"{task.name}:{system}:{phase}"] + (["--corpora", corpora] if corpora else []) \
         + (["--fresh"] if fresh else [])
+    env = dict(os.environ)
+    if system == "ds2" and not task.ds2_onednn:
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     start = time.time()
-    subprocess.run(command, check=True, cwd=ROOT)
+    subprocess.run(command, check=True, cwd=ROOT, env=env)
     print(f"   ({(time.time() - start) / 60:.1f} min)", flush=True)
     return json.loads(path.read_text())
 
@@ -336,6 +344,8 @@ def job(name: str, corpora: str | None, fresh: bool) -> None:
     else:
         result = {"ours": eval_ours, "ds2": eval_ds2, "sphinx": eval_sphinx}[system](task)
     result.update(wall_seconds=time.time() - start, peak_rss_mb=peak_rss_mb())
+    if system == "ds2":
+        result["tf_onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
     path = result_path(task, system, phase)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
@@ -382,7 +392,7 @@ def tables(report: dict) -> list[tuple[list[tuple[str, str, int]], list[dict]]]:
             training.append({"task": name, "system": NAMES[system],
                              "minutes": t["train_seconds"] / 60,
                              "audio_s_per_s": t["train_audio_s_per_s"],
-                             "epochs": t["epochs"], "rss": t["peak_rss_mb"]})
+                             "epochs": f"{t['epochs']:.2g}", "rss": t["peak_rss_mb"]})
         for system in SYSTEMS:
             e = ev[system]
             speed.append({"task": name, "system": NAMES[system],
@@ -398,6 +408,18 @@ def tables(report: dict) -> list[tuple[list[tuple[str, str, int]], list[dict]]]:
         ([("task", "task", 16), ("system", "system", 28), ("plain", "plain a-s/s", 13),
           ("best", "best a-s/s", 12), ("rss", "RSS MB", 9)], speed),
     ]
+
+
+def _blank_note(report: dict) -> str:
+    """Say which CTC models still emit nothing (WER and CER 100 %: blanks only)."""
+    blank = [f"{NAMES[system]} on {name}" for name, entry in report["tasks"].items()
+             for system in ("ours", "ds2")
+             if entry["eval"][system]["plain"]["wer"] == entry["eval"][system]["plain"]["cer"]
+             == 1.0]
+    if not blank:
+        return ""
+    return ("\nA cell of 100.0 / 100.0 is a model that, within its budget, has not yet left "
+            "CTC's all-blank phase (it outputs nothing): " + "; ".join(blank) + ".\n")
 
 
 def markdown(report: dict, command: str) -> str:
@@ -426,7 +448,8 @@ Suite **{report['suite']}**, run {report['date']} on {m['cpus']} CPU cores
 Numbers come from `bench/results/compare-{report['suite']}.json` (written by the same run);
 how each is measured, and the sources of the peers, are in `bench/README.md`.
 FSDD folds train for {s['fsdd_minutes']:g} minutes per system, speechocean762 for
-{s['so762_minutes']:g}; the DS2 recipe trains for exactly as many seconds as ours did.
+{s['so762_minutes']:g} minutes (checked at the end of each of our epochs, so ours trains up to one
+epoch longer); the DS2 recipe trains for exactly as many seconds as ours did.
 
 ## Accuracy: WER % / CER %
 
@@ -437,7 +460,7 @@ with a JSGF grammar of the ten digit words, tuned on the held-out speaker's dev 
 `fsdd-<speaker>`: connected digit strings of a speaker none of the systems trained on.
 
 {table(acc_cols, acc[1])}
-
+{_blank_note(report)}
 ## Training (on the task's training set; PocketSphinx ships trained)
 
 {table(train[0], train[1])}

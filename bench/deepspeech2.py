@@ -12,10 +12,8 @@ What differs, and why: audio is read at 16 kHz (the recipe's LJSpeech is 22.05 k
 a frame is 16 ms every 10 ms; the characters are speechrnn's alphabet; the CTC loss and the
 decoder use each item's true length (the recipe uses the padded length, which lets padding
 change results: this can only help the peer); batches come from speechrnn's length-bucketed
-pipeline. Training is held to a wall-clock budget (the time our model trained).
-
-    python bench/deepspeech2.py train --manifest TRAIN.jsonl [--manifest ...] --out DIR
-                                     --minutes 4
+pipeline. Training is held to a wall-clock budget (the time our model trained):
+``bench/compare.py`` runs it.
 """
 
 from __future__ import annotations

@@ -129,3 +129,31 @@ def test_report_fills_every_cell():
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert all(cells), line
     assert "| fsdd-jackson | 50 | 20.0 / 10.0 | 10.0 / 5.0 |" in text
+    assert "all-blank" not in text  # no model here outputs nothing
+
+    entry["eval"]["ds2"]["plain"] = {**_result(1.0, 5.0), "cer": 1.0}
+    text = compare.markdown(report, "python bench/compare.py")
+    assert ("all-blank phase (it outputs nothing): keras.io CTC recipe (DS2) on fsdd-jackson; "
+            "keras.io CTC recipe (DS2) on speechocean762.") in text
+
+
+def test_ds2_jobs_run_without_onednn_only_where_the_task_says(monkeypatch, tmp_path):
+    monkeypatch.setattr(compare, "RESULTS", tmp_path)
+    envs = {}
+
+    def run(command, check, cwd, env):
+        task, system, phase = command[command.index("--job") + 1].split(":")
+        envs[task, system] = env.get("TF_ENABLE_ONEDNN_OPTS")
+        path = compare.result_path(next(t for t in tasks if t.name == task), system, phase)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+
+    monkeypatch.setattr(compare.subprocess, "run", run)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    tasks = compare.tasks(compare.SUITES["quick"])
+    for task in tasks:
+        for system in ("ours", "ds2"):
+            compare.run_job(task, system, "train", None, False)
+    assert envs == {("fsdd-jackson", "ours"): None, ("fsdd-jackson", "ds2"): None,
+                    ("fsdd-george", "ours"): None, ("fsdd-george", "ds2"): None,
+                    ("speechocean762", "ours"): None, ("speechocean762", "ds2"): "0"}
