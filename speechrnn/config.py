@@ -75,6 +75,15 @@ class BatchConfig:
     shuffle_buffer: int = 2048
     workers: int = 2  # feature extraction threads
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    vtlp: float = 0.0  # > 0: each training item's frequencies warped by 1 +- up to this
+    tempo: float = 0.0  # > 0: each training item's frames resampled to between 1 / (1 + tempo)
+    # and (1 + tempo) times its length: slower and faster speech, pitch and formants kept
+
+    def __post_init__(self):
+        if not 0.0 <= self.vtlp <= 0.3:
+            raise ConfigError(f"batch.vtlp must be in [0, 0.3], not {self.vtlp}")
+        if not 0.0 <= self.tempo <= 1.0:
+            raise ConfigError(f"batch.tempo must be in [0, 1], not {self.tempo}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,8 @@ class TrainConfig:
     patience: int = 6  # epochs without a better dev WER before stopping early
     time_budget_min: float = 0.0  # stop after this many minutes of training (0: no limit)
     max_nonfinite: int = 50  # consecutive batches with NaN/inf loss before giving up
+    dev_decoder: str = "greedy"  # greedy | beam: how dev WER (model selection) decodes;
+    # beam uses the eval section's width and a word LM of the training transcripts
     seed: int = 0
     workdir: str = ""  # checkpoints and the exported model; "" -> runs/<config name>
     intra_op_threads: int = 1  # threads per op: 1 lets the two LSTM directions ...
@@ -126,6 +137,8 @@ class TrainConfig:
             raise ConfigError("train needs epochs >= 1, learning_rate > 0, grad_clip > 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("train.ema_decay must be in [0, 1)")
+        if self.dev_decoder not in ("greedy", "beam"):
+            raise ConfigError(f"train.dev_decoder must be greedy|beam, not {self.dev_decoder!r}")
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,9 @@ class DataConfig:
     extra_train: tuple[str, ...] = ()  # more training manifests (paths)
     synth_extra: int = 0  # add this many synthetic utterances (espeak-ng/flite) to training
     synth_extra_digit_share: float = 1.0  # ... of which this fraction are digit strings
+    synth_extra_joined: bool = False  # ... or all digit strings, each digit said on its own
+    # and the strings joined as FSDD's are (fsdd.connected), band-limited to:
+    synth_extra_rate: int = 0  # resample joined synthetic digits to this rate and back (0: no)
     dev: str = "dev"
     test: str = "test"
     test_speakers: tuple[str, ...] = ()

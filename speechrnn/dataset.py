@@ -22,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 from .audio import AudioError  # noqa: E402
-from .config import BatchConfig, SpecAugmentConfig  # noqa: E402
-from .features import FeatureExtractor  # noqa: E402
+from .config import BatchConfig, FeatureConfig, SpecAugmentConfig  # noqa: E402
+from .features import FeatureExtractor, utterance_std, vtlp_matrix  # noqa: E402
 from .manifest import Utterance  # noqa: E402
 from .progress import parallel_map  # noqa: E402
 from .text import Alphabet, TextError, ctc_min_frames  # noqa: E402
@@ -39,6 +39,11 @@ class Examples:
     features: list[np.ndarray]
     labels: list[np.ndarray]
     skipped: list[tuple[Utterance, str]] = field(default_factory=list)
+    # MFCC with utterance CMVN: each item's per-channel std before normalising, and the
+    # feature settings (what VTLP needs to warp the cepstra); None for other front ends
+    scales: list[np.ndarray] | None = None
+    feature_config: FeatureConfig | None = None
+    subsampling: int = 1  # the model's time stride: what CTC's frame count is divided by
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -60,8 +65,15 @@ def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: 
     unreadable or silent audio, text outside the alphabet, transcripts longer than CTC
     allows."""
 
+    mfcc_utterance = isinstance(extractor, FeatureExtractor) and \
+        extractor.config.cmvn == "utterance"
+
     def one(row: Utterance):
-        feats = extractor(row.audio, *row.segment)
+        if mfcc_utterance:
+            raw = extractor.raw(row.audio, *row.segment)
+            feats, scale = extractor.normalize(raw), utterance_std(raw)
+        else:
+            feats, scale = extractor(row.audio, *row.segment), None
         if np.ptp(feats, axis=0).max() < 1e-4:
             raise AudioError(row.audio, "silent audio (no signal to learn from)")
         labels = np.asarray(alphabet.encode(row.text), dtype=np.int32)
@@ -72,7 +84,7 @@ def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: 
         if need > frames:
             raise TextError(f"transcript too long for the audio under CTC ({need} frames "
                             f"needed, {frames} available)")
-        return feats, labels
+        return feats, labels, scale
 
     results, errors = parallel_map(one, rows, workers, desc, (AudioError, TextError), progress)
     skipped = []
@@ -82,7 +94,10 @@ def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: 
         log.warning("skipping %s (%s): %s", rows[i].id or "utterance", rows[i].audio, reason)
     kept = [i for i, r in enumerate(results) if r is not None]
     return Examples(rows=[rows[i] for i in kept], features=[results[i][0] for i in kept],
-                    labels=[results[i][1] for i in kept], skipped=skipped)
+                    labels=[results[i][1] for i in kept], skipped=skipped,
+                    scales=[results[i][2] for i in kept] if mfcc_utterance else None,
+                    feature_config=extractor.config if mfcc_utterance else None,
+                    subsampling=subsampling)
 
 
 def spec_augment(features: tf.Tensor, length: tf.Tensor, cfg: SpecAugmentConfig,
@@ -121,6 +136,37 @@ def spec_augment(features: tf.Tensor, length: tf.Tensor, cfg: SpecAugmentConfig,
     return tf.where(keep, features, tf.zeros_like(features))
 
 
+def vtlp(features: tf.Tensor, scale: tf.Tensor, bank: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Warp one utterance's CMVN-normalised MFCC frames (T, F) by a random matrix of
+    ``bank`` (K, F, F) (see :func:`speechrnn.features.vtlp_matrix`), then normalise again.
+
+    ``scale`` (F,) is the utterance's std before CMVN: the warp applies to the cepstra as
+    extracted, not to their normalised copy. ``seed`` (two integers) picks the warp.
+    """
+    k = tf.random.stateless_uniform([], seed, 0, tf.shape(bank)[0], dtype=tf.int32)
+    warped = tf.matmul(features * scale, bank[k])
+    mean = tf.reduce_mean(warped, axis=0, keepdims=True)
+    return (warped - mean) / tf.maximum(tf.math.reduce_std(warped, axis=0, keepdims=True), 1e-5)
+
+
+def tempo(features: tf.Tensor, min_frames: tf.Tensor, spread: float,
+          seed: tf.Tensor) -> tf.Tensor:
+    """One utterance's frames (T, F) resampled (linear interpolation) to a random length
+    between T / (1 + ``spread``) and T * (1 + ``spread``), log-uniformly, never fewer than
+    ``min_frames`` (what CTC needs for its transcript): the same speech, slower or faster,
+    with its spectrum (pitch, formants) untouched. ``seed`` (two integers) picks the rate.
+    """
+    n = tf.shape(features)[0]
+    log_rate = tf.random.stateless_uniform([], seed, -1.0, 1.0) * tf.math.log(1.0 + spread)
+    m = tf.cast(tf.round(tf.cast(n, tf.float32) * tf.exp(log_rate)), tf.int32)
+    m = tf.maximum(m, tf.minimum(tf.maximum(min_frames, 2), n))
+    position = tf.linspace(0.0, tf.cast(n - 1, tf.float32), m)
+    low = tf.minimum(tf.cast(tf.floor(position), tf.int32), n - 1)
+    high = tf.minimum(low + 1, n - 1)
+    w = (position - tf.floor(position))[:, tf.newaxis]
+    return tf.gather(features, low) * (1.0 - w) + tf.gather(features, high) * w
+
+
 def bucket_boundaries(lengths: list[int], buckets: int) -> list[int]:
     """Upper frame-length edges that split ``lengths`` into about equal-count buckets."""
     if buckets <= 1 or len(lengths) < 2 * buckets:
@@ -143,6 +189,11 @@ def _tensors(examples: Examples) -> dict[str, tf.Tensor]:
             "feature_lengths": tf.constant(feat_lengths),
             "label_lengths": tf.constant(label_lengths),
         }
+        cached["min_frames"] = tf.constant(
+            [ctc_min_frames(x.tolist()) * examples.subsampling for x in examples.labels],
+            tf.int32)
+        if examples.scales is not None:
+            cached["scales"] = tf.constant(np.stack(examples.scales).astype(np.float32))
         examples._tensors = cached
     return cached
 
@@ -174,11 +225,26 @@ def make_dataset(examples: Examples, config: BatchConfig = BatchConfig(),
         np.arange(len(examples), dtype=np.int32)
     ds = tf.data.Dataset.from_tensor_slices(order).map(element)
     aug = config.spec_augment
-    if training and aug.enabled:
+    bank = None
+    if training and config.vtlp:
+        if examples.scales is None:
+            raise ValueError("batch.vtlp needs MFCC features with features.cmvn: utterance")
+        alphas = np.linspace(1 - config.vtlp, 1 + config.vtlp, 21)
+        bank = tf.constant(np.stack([vtlp_matrix(examples.feature_config, a) for a in alphas]))
+    if training and (aug.enabled or bank is not None or config.tempo):
         def augment(e):
             item_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int32), e["index"]])
-            return {**e, "features": spec_augment(e["features"], e["feature_lengths"], aug,
-                                                  item_seed)}
+            feats = e["features"]
+            if bank is not None:
+                feats = vtlp(feats, t["scales"][e["index"]], bank,
+                             tf.random.experimental.stateless_fold_in(item_seed, 1))
+            if config.tempo:
+                feats = tempo(feats, t["min_frames"][e["index"]], config.tempo,
+                              tf.random.experimental.stateless_fold_in(item_seed, 2))
+            length = tf.shape(feats)[0]
+            if aug.enabled:
+                feats = spec_augment(feats, length, aug, item_seed)
+            return {**e, "features": feats, "feature_lengths": length}
 
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     boundaries = bucket_boundaries([len(f) for f in examples.features], config.buckets)

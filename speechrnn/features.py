@@ -67,6 +67,38 @@ def mfcc(audio: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarr
     return np.ascontiguousarray(np.concatenate(parts, axis=0).T, dtype=np.float32)
 
 
+def vtlp_matrix(config: FeatureConfig, alpha: float, boundary: float = 0.8) -> np.ndarray:
+    """Vocal tract length perturbation (Jaitly & Hinton, 2013) as a linear map on MFCC frames.
+
+    Each band is read at a warped frequency (alpha * f up to ``boundary`` of the band, then
+    linearly so that ``fmax`` stays put), which moves formants by 1 / alpha, as a shorter or
+    longer vocal tract would. On MFCC this is a matrix: the log-mel bands a frame's cepstrum
+    stands for (inverse DCT), read at the warped frequencies (linear interpolation between
+    bands), back to cepstra (DCT). Deltas are linear in time, so the same matrix serves each
+    delta block.
+    Returns ``(n_features, n_features)`` ``M`` for row-vector frames: ``warped = frames @ M``;
+    ``alpha`` = 1 gives the identity.
+    """
+    import scipy.fft
+
+    n_mels, n_mfcc = config.n_mels, config.n_mfcc
+    fmin, fmax = config.fmin, config.fmax
+    centres = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
+    edge = boundary * fmax * min(alpha, 1.0) / alpha
+    warped = np.where(centres <= edge, alpha * centres,
+                      fmax - (fmax - alpha * edge) * (fmax - centres) / (fmax - edge))
+    position = np.interp(librosa.hz_to_mel(warped), librosa.hz_to_mel(centres),
+                         np.arange(n_mels, dtype=np.float64))
+    low = np.clip(np.floor(position).astype(int), 0, n_mels - 2)
+    frac = np.clip(position - low, 0.0, 1.0)
+    read = np.zeros((n_mels, n_mels))  # warped log-mel = read @ log-mel
+    read[np.arange(n_mels), low] = 1.0 - frac
+    read[np.arange(n_mels), low + 1] += frac
+    dct = scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc]  # (n_mfcc, n_mels)
+    block = dct @ read @ dct.T  # cepstrum -> warped cepstrum (column vectors)
+    return np.kron(np.eye(1 + config.deltas), block.T).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class CMVN:
     """Global mean and variance normalisation statistics, one value per feature."""
@@ -104,10 +136,14 @@ class CMVN:
                    int(obj.get("frames", 0)))
 
 
+def utterance_std(features: np.ndarray, floor: float = 1e-5) -> np.ndarray:
+    """Per-channel standard deviation of one utterance: what utterance CMVN divides by."""
+    return np.maximum(features.std(axis=0), floor).astype(np.float32)
+
+
 def utterance_cmvn(features: np.ndarray, floor: float = 1e-5) -> np.ndarray:
     mean = features.mean(axis=0, keepdims=True)
-    std = np.maximum(features.std(axis=0, keepdims=True), floor)
-    return ((features - mean) / std).astype(np.float32)
+    return ((features - mean) / utterance_std(features, floor)).astype(np.float32)
 
 
 class FeatureCache:

@@ -9,6 +9,7 @@ from speechrnn.dataset import (
     make_dataset,
     output_frames,
     spec_augment,
+    tempo,
 )
 from speechrnn.features import FeatureExtractor
 from speechrnn.manifest import Utterance
@@ -111,6 +112,73 @@ def test_augmentation_only_in_training(rows):
         for j, i in enumerate(batch["index"].numpy()):
             n = int(batch["feature_lengths"][j])
             np.testing.assert_array_equal(batch["features"][j, :n].numpy(), ex.features[i])
+
+
+def test_vtlp_warps_training_items_only_and_keeps_them_normalised(rows):
+    ex = load_examples(rows, FeatureExtractor(), Alphabet())
+    cfg = BatchConfig(batch_size=4, buckets=2, vtlp=0.1)
+
+    def items(**kwargs):
+        out = {}
+        for b in make_dataset(ex, cfg, **kwargs):
+            for j, i in enumerate(b["index"].numpy()):
+                out[int(i)] = b["features"][j, :int(b["feature_lengths"][j])].numpy()
+        return out
+
+    train, again, dev = items(training=True, seed=3), items(training=True, seed=3), \
+        items(training=False)
+    changed = 0
+    for i, feats in train.items():
+        np.testing.assert_array_equal(feats, again[i])  # reproducible
+        np.testing.assert_array_equal(dev[i], ex.features[i])  # dev: untouched
+        np.testing.assert_allclose(feats.mean(axis=0), 0.0, atol=1e-4)
+        assert np.all((feats.std(axis=0) > 0.99) | (feats.std(axis=0) < 1e-3))
+        changed += not np.allclose(feats, ex.features[i], atol=1e-3)
+    assert changed >= len(ex) // 2  # most items drew a warp other than 1
+
+
+def test_vtlp_needs_utterance_normalised_mfcc(rows):
+    from speechrnn.config import FeatureConfig
+
+    ex = load_examples(rows[:4], FeatureExtractor(FeatureConfig(cmvn="none")), Alphabet())
+    with pytest.raises(ValueError, match="batch.vtlp needs"):
+        make_dataset(ex, BatchConfig(vtlp=0.1), training=True)
+
+
+def test_tempo_resamples_frames_within_its_range_and_keeps_ctc_feasible():
+    import tensorflow as tf
+
+    ramp = np.arange(60, dtype=np.float32)[:, None] * np.ones((1, 39), np.float32)
+    lengths = set()
+    for s in range(40):
+        out = tempo(tf.constant(ramp), tf.constant(10), 0.5, tf.constant([s, 7])).numpy()
+        again = tempo(tf.constant(ramp), tf.constant(10), 0.5, tf.constant([s, 7])).numpy()
+        np.testing.assert_array_equal(out, again)
+        assert 40 <= len(out) <= 90  # 60 frames / 1.5 .. 60 * 1.5
+        assert out[0, 0] == 0 and out[-1, 0] == 59  # the same speech, start to end ...
+        assert np.all(np.diff(out[:, 0]) > 0)  # ... in order, only slower or faster
+        lengths.add(len(out))
+    assert min(lengths) < 55 and max(lengths) > 65
+    # never shorter than the transcript needs
+    short = tempo(tf.constant(ramp), tf.constant(58), 0.5, tf.constant([0, 0])).numpy()
+    assert all(len(tempo(tf.constant(ramp), tf.constant(58), 0.5,
+                         tf.constant([s, 0]))) >= 58 for s in range(20)) and len(short) >= 58
+
+
+def test_tempo_in_batches_gives_true_lengths(rows):
+    ex = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3)
+    cfg = BatchConfig(batch_size=4, buckets=2, tempo=0.4)
+    changed = 0
+    for batch in make_dataset(ex, cfg, training=True, seed=1):
+        for j, i in enumerate(batch["index"].numpy()):
+            n, orig = int(batch["feature_lengths"][j]), len(ex.features[int(i)])
+            assert orig / 1.41 <= n <= orig * 1.41
+            assert (batch["features"][j, n:].numpy() == 0).all()
+            changed += n != orig
+    assert changed > len(ex) // 2
+    for batch in make_dataset(ex, cfg, training=False):  # dev: as extracted
+        assert [int(n) for n in batch["feature_lengths"]] == \
+            [len(ex.features[int(i)]) for i in batch["index"]]
 
 
 def test_output_frames():

@@ -6,7 +6,14 @@ from conftest import tone, write
 
 from speechrnn.audio import AudioError
 from speechrnn.config import FeatureConfig
-from speechrnn.features import CMVN, FeatureCache, FeatureExtractor, mfcc, utterance_cmvn
+from speechrnn.features import (
+    CMVN,
+    FeatureCache,
+    FeatureExtractor,
+    mfcc,
+    utterance_cmvn,
+    vtlp_matrix,
+)
 
 
 def noise(seconds, seed=0):
@@ -37,6 +44,21 @@ def test_utterance_cmvn():
     x = utterance_cmvn(mfcc(noise(2.0)))
     np.testing.assert_allclose(x.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(x.std(0), 1, atol=1e-3)
+
+
+def test_vtlp_matrix_moves_formants_as_a_shorter_or_longer_vocal_tract():
+    cfg = FeatureConfig(fmax=3800.0)
+    np.testing.assert_allclose(vtlp_matrix(cfg, 1.0), np.eye(cfg.n_features), atol=1e-6)
+    for alpha in (0.9, 1.1):
+        source = mfcc(tone(1.0, freq=1200.0), cfg)[20:80]
+        moved = mfcc(tone(1.0, freq=1200.0 / alpha), cfg)[20:80]  # where alpha puts it
+        elsewhere = mfcc(tone(1.0, freq=1200.0 * alpha), cfg)[20:80]
+        warped = source @ vtlp_matrix(cfg, alpha)
+        statics = slice(0, cfg.n_mfcc)
+        to_moved = np.abs(warped - moved)[:, statics].mean()
+        assert to_moved < 0.5 * np.abs(source - moved)[:, statics].mean()
+        assert to_moved < 0.5 * np.abs(warped - elsewhere)[:, statics].mean()
+    assert vtlp_matrix(FeatureConfig(deltas=0), 1.1).shape == (13, 13)
 
 
 def test_global_cmvn_compute_save_load(tmp_path):
