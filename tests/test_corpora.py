@@ -268,3 +268,38 @@ def test_prepare_data_builds_once_and_adds_synthetic_training_voices(needs_espea
     assert prepare_data(replace(more, cache="elsewhere"), progress=False) is None
     with pytest.raises(FileNotFoundError, match="SPEECHRNN_CORPORA"):
         prepare_data(DataConfig(kind="fsdd", source="no-such-corpus", out=str(tmp_path / "f")))
+
+
+def test_joined_synthetic_digits_are_made_as_fsdd_strings_are(needs_espeak, tmp_path,
+                                                              monkeypatch):
+    import librosa
+
+    from speechrnn.config import DataConfig
+    from speechrnn.corpora import prepare_data, synth, synth_extra_manifest
+
+    voices = [synth.Voice("espeak-ng", "en-us+m1"), synth.Voice("espeak-ng", "en-gb+f2")]
+    real = synth.split_voices
+    monkeypatch.setattr(synth, "split_voices", lambda engines: {**real(engines), "train": voices})
+    cfg = DataConfig(kind="synth", out=str(tmp_path / "d"), synth_train=2, synth_dev=1,
+                     synth_test=1, synth_extra=6, synth_extra_joined=True,
+                     synth_extra_rate=8000)
+    prepare_data(cfg, progress=False)
+    rows = read_manifest(synth_extra_manifest(cfg))
+    assert len(rows) == 6 and {r.speaker for r in rows} == {v.id for v in voices}
+    for row in rows:
+        words = row.text.split()
+        assert 2 <= len(words) <= 7 and set(words) <= set(DIGITS)
+        audio = load_audio(row.audio)
+        spectrum = np.abs(np.fft.rfft(audio)) ** 2
+        freqs = np.fft.rfftfreq(len(audio), 1 / 16000)
+        assert spectrum[freqs > 4200].sum() < 1e-3 * spectrum.sum()  # band-limited to 8 kHz
+    digits = sorted((tmp_path / "d" / "synth-extra" / "audio" / "digits").glob("*.wav"))
+    assert len(digits) == 2 * 10 * 3  # every voice says every digit three times
+    for path in digits[:10]:  # trimmed as FSDD's recordings are: speech from the first frame
+        audio = load_audio(path)
+        assert len(librosa.effects.trim(audio, top_db=30)[0]) > 0.9 * len(audio)
+    first = [r.text for r in rows]
+    prepare_data(replace(cfg, synth_extra_joined=False), progress=False)  # other settings
+    assert len(read_manifest(synth_extra_manifest(cfg))) == 6
+    prepare_data(cfg, progress=False)
+    assert [r.text for r in read_manifest(synth_extra_manifest(cfg))] == first  # seeded

@@ -12,7 +12,7 @@ from .fsdd import import_fsdd
 from .importer import ImportOptions, ImportResult, Rejected, split_by_speaker, validate
 from .kaldi import import_kaldi
 from .librispeech import import_librispeech
-from .synth import SynthError, make_synth_corpus
+from .synth import SynthError, make_joined_digits, make_synth_corpus
 from .tables import import_commonvoice, import_generic, import_speechocean762
 
 IMPORTERS: dict[str, Callable[[Path, ImportOptions], ImportResult]] = {
@@ -76,10 +76,11 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
     """
     out = Path(cfg.out)
     settings = {k: v for k, v in asdict(cfg).items()
-                if k not in ("out", "cache", "extra_train", "synth_extra",
-                             "synth_extra_digit_share")}
+                if k not in ("out", "cache", "extra_train") and not k.startswith("synth_extra")}
     extra = {"synth_extra": cfg.synth_extra, "digit_share": cfg.synth_extra_digit_share,
              "seed": cfg.seed}
+    if cfg.synth_extra_joined:
+        extra.update(joined=True, rate=cfg.synth_extra_rate, perturb=cfg.perturb)
     options = ImportOptions(out=out, format=cfg.format, seed=cfg.seed,
                             test_speakers=tuple(cfg.test_speakers),
                             dev_speakers=tuple(cfg.dev_speakers),
@@ -87,8 +88,12 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
     extra_stamp = synth_extra_manifest(cfg).parent / "prepared.json"
     if cfg.synth_extra and (force or not synth_extra_manifest(cfg).exists()
                             or not _up_to_date(extra_stamp, extra)):
-        make_synth_corpus(replace(options, out=synth_extra_manifest(cfg).parent, format="jsonl"),
-                          cfg.synth_extra, 0, 0, cfg.synth_extra_digit_share)
+        extra_options = replace(options, out=synth_extra_manifest(cfg).parent, format="jsonl")
+        if cfg.synth_extra_joined:
+            make_joined_digits(extra_options, cfg.synth_extra, bandwidth_rate=cfg.synth_extra_rate,
+                               perturb=cfg.perturb)
+        else:
+            make_synth_corpus(extra_options, cfg.synth_extra, 0, 0, cfg.synth_extra_digit_share)
         extra_stamp.write_text(json.dumps(extra))
     wanted = [out / f"{name}.{cfg.format}" for name in (cfg.train, cfg.dev, cfg.test)]
     if not force and all(p.exists() for p in wanted) and \
@@ -110,5 +115,6 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
 
 
 __all__ = ["IMPORTERS", "ImportOptions", "ImportResult", "Rejected", "SynthError",
-           "import_corpus", "make_synth_corpus", "prepare_data", "resolve_source",
-           "split_by_speaker", "synth_extra_manifest", "training_manifests", "validate"]
+           "import_corpus", "make_joined_digits", "make_synth_corpus", "prepare_data",
+           "resolve_source", "split_by_speaker", "synth_extra_manifest", "training_manifests",
+           "validate"]
