@@ -7,7 +7,8 @@
    budget when that ends training first) and global-norm gradient clipping; an optional
    moving average of the weights is what dev scores and the kept model use; a batch whose
    loss or gradients are not finite is skipped, weights untouched;
-3. after each epoch: dev loss, greedy dev WER and CER; the best epoch by dev WER (then dev
+3. after each epoch: dev loss, dev WER and CER (greedy, or beam search with a word LM of the
+   training transcripts: ``train.dev_decoder``); the best epoch by dev WER (then dev
    loss) is kept as the model; training stops early after ``patience`` epochs without a
    better WER, or when the time budget is spent;
 4. a checkpoint (weights, optimizer, progress, the MLflow run id) after every epoch and on
@@ -36,9 +37,10 @@ import numpy as np
 from .config import Config, dump_yaml, flatten
 from .corpora import training_manifests
 from .dataset import Examples, load_examples, make_dataset
-from .decoding import greedy_batch
+from .decoding import DecodingOptions, beam_search, greedy_batch
 from .evaluate import error_rates, score_utterances, write_utterances
 from .features import CMVN, FeatureExtractor
+from .lm import WordLM
 from .manifest import read_manifest
 from .progress import progress_bar
 from .text import Alphabet
@@ -303,22 +305,40 @@ class Steps:
         return float(loss), bool(finite)
 
 
-def evaluate_examples(steps: Steps, examples: Examples, cfg: Config, alphabet: Alphabet):
-    """Dev loss, greedy WER/CER and an :class:`UtteranceScore` per utterance."""
-    hyps: list[str] = [""] * len(examples)
+def dev_lm(cfg: Config, train_rows) -> WordLM | None:
+    """The word LM that beam-search dev decoding uses (None for greedy)."""
+    if cfg.train.dev_decoder != "beam":
+        return None
+    return WordLM.from_texts([r.text for r in train_rows], order=cfg.eval.lm_order)
+
+
+def evaluate_examples(steps: Steps, examples: Examples, cfg: Config, alphabet: Alphabet,
+                      lm: WordLM | None = None):
+    """Dev loss, WER/CER and an :class:`UtteranceScore` per utterance, decoded as
+    ``train.dev_decoder`` says; with beam search also the greedy rates (else None)."""
+    greedy: list[str] = [""] * len(examples)
+    hyps = greedy
+    beam = cfg.train.dev_decoder == "beam"
+    if beam:
+        hyps = [""] * len(examples)
+        e = cfg.eval
+        options = DecodingOptions("beam", e.beam_width, e.lm_weight, e.word_bonus)
     loss_sum = 0.0
     for batch in make_dataset(examples, cfg.batch, training=False):
         log_probs, losses = steps.evaluate(batch["features"], batch["feature_lengths"],
                                            batch["labels"], batch["label_lengths"])
+        log_probs = log_probs.numpy()
         lengths = steps.model.output_lengths(batch["feature_lengths"]).numpy()
-        for i, text in zip(batch["index"].numpy(), greedy_batch(log_probs.numpy(), lengths,
-                                                                alphabet)):
-            hyps[int(i)] = text
+        for j, (i, text) in enumerate(zip(batch["index"].numpy(),
+                                          greedy_batch(log_probs, lengths, alphabet))):
+            greedy[int(i)] = text
+            if beam:
+                hyps[int(i)] = beam_search(log_probs[j, :lengths[j]], alphabet, options, lm)
         loss_sum += float(np.sum(losses.numpy()))
     refs = [r.text for r in examples.rows]
     rates = error_rates(refs, hyps)
     return loss_sum / len(examples), rates, score_utterances(
-        [r.id for r in examples.rows], refs, hyps)
+        [r.id for r in examples.rows], refs, hyps), error_rates(refs, greedy) if beam else None
 
 
 @dataclass
@@ -401,6 +421,7 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
         print(f"resuming from {checkpoints.dir / 'last'}: epoch {state.epoch + 1}"
               + (f", batch {state.step + 1}" if state.step else ""))
     _start_tracking(cfg, tracker, state, train_rows, dev_rows, alphabet, workdir, skipped)
+    lm = dev_lm(cfg, train_ex.rows)
     fps = cfg.features.frames_per_second
     t = cfg.train
     consecutive_bad = 0
@@ -446,7 +467,8 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
                 part["seconds"] += seconds
                 state.elapsed += seconds
                 with steps.averaged():  # dev scores and the kept model: averaged weights
-                    dev_loss, rates, table = evaluate_examples(steps, dev_ex, cfg, alphabet)
+                    dev_loss, rates, table, greedy = evaluate_examples(steps, dev_ex, cfg,
+                                                                       alphabet, lm)
                     lr = float(keras.ops.convert_to_numpy(
                         optimizer.learning_rate if not callable(optimizer.learning_rate)
                         else optimizer.learning_rate(optimizer.iterations)))
@@ -457,6 +479,8 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
                         "train_audio_s_per_s": part["audio"] / max(part["seconds"], 1e-9),
                         "nonfinite_batches": part["nonfinite"],
                     }
+                    if greedy is not None:
+                        metrics.update(dev_wer_greedy=greedy.wer, dev_cer_greedy=greedy.cer)
                     state.history.append({"epoch": epoch, **metrics})
                     better = rates.wer < state.best_wer - 1e-9 or (
                         abs(rates.wer - state.best_wer) <= 1e-9 and dev_loss < state.best_loss)
@@ -484,7 +508,9 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
                 tracker.log_metrics(metrics, step=epoch)
                 print(f"epoch {epoch + 1:3d}  loss {metrics['train_loss']:.3f}  dev loss "
                       f"{dev_loss:.3f}  dev WER {100 * rates.wer:5.1f}%  CER "
-                      f"{100 * rates.cer:5.1f}%  {metrics['train_audio_s_per_s']:.0f} audio-s/s"
+                      f"{100 * rates.cer:5.1f}%"
+                      + (f" (greedy {100 * greedy.wer:.1f}%)" if greedy is not None else "")
+                      + f"  {metrics['train_audio_s_per_s']:.0f} audio-s/s"
                       f"{'  *' if better else ''}", flush=True)
     except Interrupted:
         tracker.end("KILLED")

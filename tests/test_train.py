@@ -246,3 +246,49 @@ def test_schedule_warms_up_then_anneals_by_steps_or_budget():
     assert budget(20, elapsed=10.0) == pytest.approx(s(20))  # steps lead
     assert budget(20, elapsed=100.0) == pytest.approx(0.05e-3)  # budget spent: annealed
     assert budget(20, elapsed=50.0) == pytest.approx(0.525e-3)
+
+
+def test_dev_wer_with_beam_search_and_the_training_transcripts_lm():
+    """Frames that spell "tw o" greedily: beam search with a word LM of the training
+    transcripts reads "two"; the greedy rates come along for the record."""
+    import tensorflow as tf
+
+    from speechrnn.config import Config, EvalConfig, TrainConfig
+    from speechrnn.dataset import Examples
+    from speechrnn.manifest import Utterance
+    from speechrnn.text import Alphabet
+    from speechrnn.train import dev_lm, evaluate_examples
+
+    alphabet = Alphabet()
+    spelled = [alphabet.encode(c)[0] if c != "_" else alphabet.blank for c in "t_w__ _o"]
+    frames = np.full((len(spelled), alphabet.size), np.log(0.01 / alphabet.size), np.float32)
+    for t, k in enumerate(spelled):
+        frames[t, k] = np.log(0.55)
+        if k == alphabet.encode(" ")[0]:  # the space is a close call with the blank
+            frames[t, alphabet.blank] = np.log(0.44)
+
+    class Fake:  # what evaluate_examples needs of Steps
+        class model:
+            @staticmethod
+            def output_lengths(lengths):
+                return tf.cast(lengths, tf.int32)
+
+        @staticmethod
+        def evaluate(features, feature_lengths, labels, label_lengths):
+            n = int(tf.shape(features)[0])
+            return tf.constant(np.stack([frames] * n)), tf.zeros([n])
+
+    examples = Examples(rows=[Utterance("x.wav", "two", 1.0, "s", "u")],
+                        features=[np.zeros((len(spelled), 39), np.float32)],
+                        labels=[np.array(alphabet.encode("two"), np.int32)])
+    train_rows = [Utterance("y.wav", text, 1.0, "s", f"t{i}")
+                  for i, text in enumerate(["two one", "one two", "two"])]
+    greedy_cfg = Config()
+    _, rates, _, extra = evaluate_examples(Fake, examples, greedy_cfg, alphabet,
+                                           dev_lm(greedy_cfg, train_rows))
+    assert rates.wer == 2.0 and extra is None  # "tw o": one substitution, one insertion
+    cfg = Config(train=TrainConfig(dev_decoder="beam"),
+                 eval=EvalConfig(lm_order=1, lm_weight=2.0, word_bonus=0.0))
+    _, rates, table, greedy = evaluate_examples(Fake, examples, cfg, alphabet,
+                                                dev_lm(cfg, train_rows))
+    assert rates.wer == 0.0 and table[0].hypothesis == "two" and greedy.wer == 2.0
