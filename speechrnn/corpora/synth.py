@@ -75,6 +75,24 @@ def available_engines() -> set[str]:
     return {e for e in ("espeak-ng", "flite") if shutil.which(e)}
 
 
+def required_engines() -> set[str]:
+    """The installed engines; SynthError when there is none."""
+    engines = available_engines()
+    if not engines:
+        raise SynthError("neither espeak-ng nor flite is installed "
+                         "(Debian: apt-get install espeak-ng flite)")
+    return engines
+
+
+def level_and_noise(audio: np.ndarray, gain: float, snr_db: float, seed: int) -> np.ndarray:
+    """``audio`` scaled to peak ``gain``, plus white noise ``snr_db`` below its power."""
+    audio = audio / (float(np.max(np.abs(audio))) or 1.0) * gain
+    power = float(np.mean(audio**2)) or 1e-8
+    noise = np.random.default_rng(seed).standard_normal(len(audio)) \
+        * np.sqrt(power / 10 ** (snr_db / 10))
+    return audio + noise.astype(np.float32)
+
+
 def synthesize(voice: Voice, text: str, rate: float, pitch: float) -> np.ndarray:
     """Speak ``text``; ``rate`` scales speed (1 = normal), ``pitch`` is 0-1."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,10 +131,7 @@ def _plan(split: str, count: int, voices: list[Voice], texts: list[str],
 def make_synth_corpus(options: ImportOptions, train: int = 1200, dev: int = 120,
                       test: int = 200, digit_share: float = 0.4) -> ImportResult:
     """Synthesise train/dev/test manifests and audio under ``options.out``."""
-    engines = available_engines()
-    if not engines:
-        raise SynthError("neither espeak-ng nor flite is installed "
-                         "(Debian: apt-get install espeak-ng flite)")
+    engines = required_engines()
     voices = split_voices(engines)
     rng = np.random.default_rng(options.seed)
     texts = sentences()
@@ -130,13 +145,8 @@ def make_synth_corpus(options: ImportOptions, train: int = 1200, dev: int = 120,
 
     def render(plan: dict) -> Utterance:
         audio = synthesize(plan["voice"], plan["text"], plan["rate"], plan["pitch"])
-        noise_rng = np.random.default_rng(plan["seed"])
-        peak = float(np.max(np.abs(audio))) or 1.0
-        audio = audio / peak * plan["gain"]
-        power = float(np.mean(audio**2)) or 1e-8
-        noise = noise_rng.standard_normal(len(audio)) * np.sqrt(power / 10 ** (plan["snr_db"] / 10))
         path = out / "audio" / plan["split"] / f"{plan['id']}.wav"
-        save_audio(path, audio + noise.astype(np.float32))
+        save_audio(path, level_and_noise(audio, plan["gain"], plan["snr_db"], plan["seed"]))
         return Utterance(audio=str(path), text=plan["text"], duration=len(audio) / SAMPLE_RATE,
                          speaker=plan["voice"].id, id=plan["id"])
 
@@ -163,10 +173,7 @@ def make_joined_digits(options: ImportOptions, count: int, takes: int = 3,
     """
     import librosa
 
-    engines = available_engines()
-    if not engines:
-        raise SynthError("neither espeak-ng nor flite is installed "
-                         "(Debian: apt-get install espeak-ng flite)")
+    engines = required_engines()
     voices = split_voices(engines)["train"]
     rng = np.random.default_rng(options.seed)
     out = Path(options.out)
@@ -177,11 +184,7 @@ def make_joined_digits(options: ImportOptions, count: int, takes: int = 3,
 
     def render(plan: dict) -> Utterance:
         audio = synthesize(plan["voice"], DIGITS[plan["digit"]], plan["rate"], plan["pitch"])
-        noise_rng = np.random.default_rng(plan["seed"])
-        audio = audio / (float(np.max(np.abs(audio))) or 1.0) * plan["gain"]
-        power = float(np.mean(audio**2)) or 1e-8
-        audio = audio + (noise_rng.standard_normal(len(audio))
-                         * np.sqrt(power / 10 ** (plan["snr_db"] / 10))).astype(np.float32)
+        audio = level_and_noise(audio, plan["gain"], plan["snr_db"], plan["seed"])
         if bandwidth_rate and bandwidth_rate < SAMPLE_RATE:
             audio = librosa.resample(librosa.resample(audio, orig_sr=SAMPLE_RATE,
                                                       target_sr=bandwidth_rate),
