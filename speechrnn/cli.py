@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")
     _model_args(p)
     p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--out", help="folder for utterances.csv, alignment.txt, summary.json")
+    p.add_argument("--out", help="folder for utterances.csv, alignment.txt, word_errors.csv "
+                   "and summary.json")
     p.add_argument("--run-id", help="log the scores and report to this MLflow run")
     p.add_argument("--name", help="metric prefix in MLflow (default: the manifest's name)")
     p.set_defaults(func=cmd_evaluate)

@@ -4,13 +4,15 @@ References and hypotheses are compared under the training normalisation
 (:func:`speechrnn.text.normalize_text`). :func:`evaluate_model` transcribes a manifest and
 returns the corpus :class:`ErrorRates` and an :class:`UtteranceScore` per utterance;
 :func:`write_report` writes ``utterances.csv`` (worst first), ``alignment.txt`` (the
-word alignment of the worst utterances) and ``summary.json``.
+word alignment of the worst utterances), ``word_errors.csv`` (which word became which, most
+frequent first) and ``summary.json``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -131,6 +133,38 @@ def alignment_report(scores: list[UtteranceScore], worst: int = 20) -> str:
     return "\n".join(parts)
 
 
+def word_errors(scores: list[UtteranceScore]) -> Counter:
+    """How often each word error occurs: ``(reference word, hypothesis word)`` -> count,
+    with ``""`` for the missing side of a deletion or an insertion."""
+    counts: Counter = Counter()
+    for s in scores:
+        ref, hyp = s.reference.split(), s.hypothesis.split()
+        if not ref:  # jiwer needs a reference: everything said is an insertion
+            counts.update(("", w) for w in hyp)
+            continue
+        for a in jiwer.process_words(s.reference, s.hypothesis).alignments[0]:
+            said, heard = ref[a.ref_start_idx:a.ref_end_idx], hyp[a.hyp_start_idx:a.hyp_end_idx]
+            if a.type == "substitute":
+                counts.update(zip(said, heard))
+            elif a.type == "delete":
+                counts.update((w, "") for w in said)
+            elif a.type == "insert":
+                counts.update(("", w) for w in heard)
+    return counts
+
+
+def write_word_errors(path: Path, scores: list[UtteranceScore]) -> Path:
+    """:func:`word_errors` as CSV (reference, hypothesis, count), most frequent first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["reference", "hypothesis", "count"])
+        for (said, heard), n in sorted(word_errors(scores).items(),
+                                       key=lambda kv: (-kv[1], kv[0])):
+            w.writerow([said, heard, n])
+    return path
+
+
 def write_utterances(path: Path, scores: list[UtteranceScore]) -> Path:
     """Per-utterance scores as CSV, worst first."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,4 +184,4 @@ def write_report(out: Path, summary: dict, scores: list[UtteranceScore]) -> list
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "alignment.txt").write_text(alignment_report(scores))
     return [write_utterances(out / "utterances.csv", scores), out / "alignment.txt",
-            out / "summary.json"]
+            write_word_errors(out / "word_errors.csv", scores), out / "summary.json"]

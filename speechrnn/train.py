@@ -38,7 +38,7 @@ from .config import Config, dump_yaml, flatten
 from .corpora import training_manifests
 from .dataset import Examples, load_examples, make_dataset
 from .decoding import DecodingOptions, beam_search, greedy_batch
-from .evaluate import error_rates, score_utterances, write_utterances
+from .evaluate import error_rates, score_utterances, write_utterances, write_word_errors
 from .features import CMVN, FeatureExtractor
 from .lm import WordLM
 from .manifest import read_manifest
@@ -493,6 +493,7 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
                         if cfg.features.cmvn == "global":
                             shutil.copy(workdir / "cmvn.json", best / "cmvn.json")
                         write_utterances(best / "dev_transcripts.csv", table)
+                        write_word_errors(best / "dev_word_errors.csv", table)
                         state.best_wer, state.best_loss = rates.wer, dev_loss
                         state.best_epoch = epoch
                         state.bad_epochs = 0
@@ -534,7 +535,8 @@ def _finish(cfg, tracker, state, workdir, checkpoints, model, steps, skipped):
             import matplotlib.pyplot as plt
 
             plt.close(fig)
-        tracker.log_artifact(best / "dev_transcripts.csv", "dev_transcripts")
+        for name in ("dev_transcripts.csv", "dev_word_errors.csv"):
+            tracker.log_artifact(best / name, "dev_transcripts")
         tracker.set_tags({"stop_reason": state.stop_reason, "best_epoch": state.best_epoch + 1})
         tracker.log_metrics({"best_dev_wer": state.best_wer}, step=state.best_epoch)
         info = tracker.log_model(final, cfg.tracking.register_as or experiment_name(cfg))

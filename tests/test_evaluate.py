@@ -39,7 +39,23 @@ def test_scores_report_and_alignment(tmp_path):
     assert "c  WER 100.0 %  (S 0, D 0, I 1)" in alignment and "too" in alignment
     assert "\nb " not in alignment  # a perfect utterance is not listed
     assert json.loads((tmp_path / "r" / "summary.json").read_text()) == {"wer": 0.33}
-    assert len(files) == 3
+    assert (tmp_path / "r" / "word_errors.csv").read_text().splitlines() == \
+        ["reference,hypothesis,count", ",six,1", "two,too,1"]
+    assert len(files) == 4 and all(f.exists() for f in files)
+
+
+def test_word_errors_count_each_confusion():
+    from speechrnn.evaluate import score_utterances, word_errors
+
+    scores = score_utterances(
+        list("abcde"), ["two five", "two nine one", "seven", "one two", "nine"],
+        ["zero nine", "zero nine", "", "one two three", "nine"])
+    assert word_errors(scores) == {("two", "zero"): 2, ("five", "nine"): 1, ("one", ""): 1,
+                                   ("seven", ""): 1, ("", "three"): 1}
+    assert sum(word_errors(scores).values()) == sum(
+        s.substitutions + s.deletions + s.insertions for s in scores)
+    assert word_errors(score_utterances(["x"], [""], ["oh no"])) == {("", "oh"): 1,
+                                                                   ("", "no"): 1}
 
 
 def test_evaluate_command_reports_and_logs_to_the_run(trained, tmp_path, capsys):
@@ -70,7 +86,7 @@ def test_evaluate_command_reports_and_logs_to_the_run(trained, tmp_path, capsys)
     artifacts = mlflow.MlflowClient(trained.uri).list_artifacts(trained.run_id,
                                                                  "evaluation/test_greedy")
     assert {Path(a.path).name for a in artifacts} == {"utterances.csv", "alignment.txt",
-                                                     "summary.json"}
+                                                     "word_errors.csv", "summary.json"}
     (tmp_path / "lm.txt").write_text("one two three\n")
     assert main(["evaluate", "--model", str(trained.model_dir), "--manifest", str(test),
                  "--decoder", "greedy", "--lm-text", str(tmp_path / "lm.txt")]) == 2

@@ -66,6 +66,8 @@ def test_train_logs_everything_and_registers_a_model(trained):
     artifacts = {a.path for a in client.list_artifacts(trained.run_id)}
     assert {"config.yaml", "alphabet.json", "training_curves.png",
             "dev_transcripts"} <= artifacts
+    assert {Path(a.path).name for a in client.list_artifacts(trained.run_id, "dev_transcripts")} \
+        == {"dev_transcripts.csv", "dev_word_errors.csv"}
     versions = client.search_model_versions(f"name='{trained.name}'")
     assert [int(v.version) for v in versions] == [1]
 
