@@ -536,7 +536,8 @@ def _finish(cfg, tracker, state, workdir, checkpoints, model, steps, skipped):
 
             plt.close(fig)
         for name in ("dev_transcripts.csv", "dev_word_errors.csv"):
-            tracker.log_artifact(best / name, "dev_transcripts")
+            if (best / name).exists():  # a best epoch saved by an older version has no table
+                tracker.log_artifact(best / name, "dev_transcripts")
         tracker.set_tags({"stop_reason": state.stop_reason, "best_epoch": state.best_epoch + 1})
         tracker.log_metrics({"best_dev_wer": state.best_wer}, step=state.best_epoch)
         info = tracker.log_model(final, cfg.tracking.register_as or experiment_name(cfg))
