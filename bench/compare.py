@@ -129,22 +129,19 @@ def peak_rss_mb() -> float:
 
 
 def prepare(task: Task, corpora: str | None) -> dict:
-    from speechrnn.corpora import prepare_data
+    from speechrnn import pipeline
 
-    cfg = config(task)
     if task.name.startswith("fsdd-") and task.name != "fsdd-jackson":
         base = Task("fsdd-jackson", task.config, ("data.out=data/fsdd",), None, True)
-        prepare_data(config(base).data, corpora)  # the shared synthetic strings
-    prepare_data(cfg.data, corpora)
+        pipeline.prepare(config(base), corpora)  # the shared synthetic strings
+    pipeline.prepare(config(task), corpora)
     return {}
 
 
 def train_ours(task: Task, fresh: bool) -> dict:
-    from speechrnn.tracking import Tracker
-    from speechrnn.train import experiment_name, train
+    from speechrnn import pipeline
 
-    cfg = config(task)
-    result = train(cfg, Tracker(experiment_name(cfg), cfg.tracking.uri), fresh=fresh)
+    result = pipeline.train(config(task), fresh=fresh)
     seconds = sum(h["epoch_seconds"] for h in result.history)
     audio = sum(h["epoch_seconds"] * h["train_audio_s_per_s"] for h in result.history)
     return {"model": str(result.model_dir), "run_id": result.run_id,
@@ -157,7 +154,6 @@ def train_ds2(task: Task, seconds: float) -> dict:
     import deepspeech2 as ds2
     import keras
 
-    from speechrnn.corpora import training_manifests
     from speechrnn.dataset import load_examples
     from speechrnn.manifest import read_manifest
     from speechrnn.text import Alphabet
@@ -167,50 +163,33 @@ def train_ds2(task: Task, seconds: float) -> dict:
     configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)  # as ours
     keras.utils.set_random_seed(cfg.train.seed)
     alphabet = Alphabet()
-    rows = [r for path in training_manifests(cfg.data) for r in read_manifest(path)]
+    rows = [r for path in cfg.data.training_manifests() for r in read_manifest(path)]
     start = time.perf_counter()
-    examples = load_examples(rows, ds2.Spectrogram(), alphabet, subsampling=2,
+    examples = load_examples(rows, ds2.Spectrogram(), alphabet, subsampling=ds2.SUBSAMPLING,
                              desc="spectrograms")
     features_seconds = time.perf_counter() - start
     recipe = ds2.RecipeConfig(seed=cfg.train.seed)
     model = ds2.DeepSpeech2(alphabet.size, recipe)
     done = ds2.train_for(model, examples, recipe, seconds)
-    where = Path(cfg.train.workdir).parent / "ds2"
+    where = cfg.workdir.parent / "ds2"
     ds2.save(model, alphabet, recipe, where, done)
     return {"model": str(where), "features_seconds": features_seconds, **done}
 
 
 def _test_audio(task: Task):
-    from speechrnn.audio import load_audio
+    """The test utterances, at the library's 16 kHz (the rate of every system compared)."""
+    from speechrnn.audio import SAMPLE_RATE, load_audio
     from speechrnn.manifest import read_manifest
 
-    cfg = config(task)
-    rows = spread(read_manifest(Path(cfg.data.out) / f"{cfg.data.test}.{cfg.data.format}"),
-                  task.test_limit)
-    return rows, [load_audio(r.audio, 16000) for r in rows]
-
-
-def _word_lm(cfg):
-    from speechrnn.lm import WordLM
-    from speechrnn.manifest import read_manifest
-    from speechrnn.text import normalize_text
-
-    train = Path(cfg.data.out) / f"{cfg.data.train}.{cfg.data.format}"
-    return WordLM.from_texts([normalize_text(r.text) for r in read_manifest(train)],
-                             order=cfg.eval.lm_order)
-
-
-def _beam(cfg):
-    from speechrnn.decoding import DecodingOptions
-
-    e = cfg.eval
-    return DecodingOptions("beam", e.beam_width, e.lm_weight, e.word_bonus)
+    rows = spread(read_manifest(config(task).data.manifest("test")), task.test_limit)
+    return rows, [load_audio(r.audio, SAMPLE_RATE) for r in rows]
 
 
 def _scores(rows, audios, hyps, seconds: float) -> dict:
+    from speechrnn.audio import SAMPLE_RATE
     from speechrnn.evaluate import error_rates
 
-    audio = sum(len(a) for a in audios) / 16000
+    audio = sum(len(a) for a in audios) / SAMPLE_RATE
     rates = error_rates([r.text for r in rows], hyps)
     return {"wer": rates.wer, "cer": rates.cer, "utterances": rates.utterances,
             "audio_seconds": audio, "audio_s_per_s": audio / seconds,
@@ -248,41 +227,43 @@ def _measure_ctc(network, decoders: dict, rows, audios) -> dict:
 def eval_ours(task: Task) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from speechrnn.decoding import DecodingOptions
-    from speechrnn.transcribe import load_model
+    from speechrnn import pipeline
 
-    cfg = config(task)
     train = json.loads(result_path(task, "ours", "train").read_text())
     rows, audios = _test_audio(task)
-    model = load_model(train["model"], lm=_word_lm(cfg))
-    greedy, best = DecodingOptions(), _beam(cfg)
+    greedy = pipeline.recipe_decoding(config(task), "greedy")
+    best = pipeline.recipe_decoding(config(task), "beam")
+    model = pipeline.load(train["model"], best)
     with threadpool_limits(1, "blas"):  # as Transcriber.transcribe_batch runs it
         return {"backend": model.backend, **_measure_ctc(
             lambda a: model.log_probs(a),
-            {"plain": lambda lp: model.decode(lp, greedy).text,
-             "best": lambda lp: model.decode(lp, best).text}, rows, audios)}
+            {"plain": lambda lp: model.decode(lp, greedy.options).text,
+             "best": lambda lp: model.decode(lp, best.options).text}, rows, audios)}
 
 
 def eval_ds2(task: Task) -> dict:
     import deepspeech2 as ds2
 
-    from speechrnn.decoding import DecodingOptions, decode
+    from speechrnn import pipeline
+    from speechrnn.decoding import decode
 
-    cfg = config(task)
     train = json.loads(result_path(task, "ds2", "train").read_text())
     rows, audios = _test_audio(task)
     model, alphabet = ds2.load(Path(train["model"]))
-    lm, greedy, best = _word_lm(cfg), DecodingOptions(), _beam(cfg)
+    greedy = pipeline.recipe_decoding(config(task), "greedy")
+    best = pipeline.recipe_decoding(config(task), "beam")
+    seconds = ds2.FRAME_SECONDS
     return _measure_ctc(
         lambda a: model.predict_log_probs(ds2.spectrogram(a)),
-        {"plain": lambda lp: decode(lp, alphabet, greedy, None, 0.02).text,
-         "best": lambda lp: decode(lp, alphabet, best, lm, 0.02).text}, rows, audios)
+        {"plain": lambda lp: decode(lp, alphabet, greedy.options, None, seconds).text,
+         "best": lambda lp: decode(lp, alphabet, best.options, best.lm, seconds).text},
+        rows, audios)
 
 
 def eval_sphinx(task: Task) -> dict:
     import sphinx
 
-    from speechrnn.audio import load_audio
+    from speechrnn.audio import SAMPLE_RATE, load_audio
     from speechrnn.manifest import read_manifest
 
     rows, audios = _test_audio(task)
@@ -292,9 +273,9 @@ def eval_sphinx(task: Task) -> dict:
         out["best"] = {**out["plain"], "same_as": "plain"}
         return out
     cfg = config(task)
-    dev = spread(read_manifest(Path(cfg.data.out) / f"{cfg.data.dev}.{cfg.data.format}"),
-                 SUITES[CURRENT_SUITE].tune)
-    options, dev_wer = sphinx.tune(sphinx.DIGITS_JSGF, [load_audio(r.audio, 16000) for r in dev],
+    dev = spread(read_manifest(cfg.data.manifest("dev")), SUITES[CURRENT_SUITE].tune)
+    options, dev_wer = sphinx.tune(sphinx.DIGITS_JSGF,
+                                   [load_audio(r.audio, SAMPLE_RATE) for r in dev],
                                    [r.text for r in dev])
     best = sphinx.PocketSphinx(sphinx.DIGITS_JSGF, **options)
     out["best"] = {**_measure(best.recognize, rows, audios), "grammar": "digits JSGF",

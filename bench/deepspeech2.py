@@ -32,11 +32,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from speechrnn.audio import load_audio  # noqa: E402
+from speechrnn.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from speechrnn.text import Alphabet  # noqa: E402
 
-SAMPLE_RATE = 16000
 FRAME_LENGTH, FRAME_STEP, FFT_LENGTH = 256, 160, 384
+SUBSAMPLING = 2  # the two strided convolutions' time stride
+FRAME_SECONDS = SUBSAMPLING * FRAME_STEP / SAMPLE_RATE  # one output frame
 N_FEATURES = FFT_LENGTH // 2 + 1  # 193
 
 

@@ -43,7 +43,7 @@ def measure(manifest: Path, overrides: list[str], batches: int, limit: int) -> d
 
     rows = read_manifest(manifest)[:limit]
     examples = load_examples(rows, FeatureExtractor(cfg.features), Alphabet(),
-                             subsampling=cfg.model.subsampling)
+                             subsampling=cfg.model.stride)
     model = build_model(cfg.model, cfg.features.n_features, Alphabet())
     optimizer = make_optimizer(cfg, 100)
     optimizer.build(model.trainable_variables)

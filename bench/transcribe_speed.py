@@ -38,23 +38,23 @@ def first_existing(*paths: str) -> Path | None:
 
 
 def measure(model: Path, manifest: Path, backend: str, limit: int) -> list[dict]:
-    from speechrnn.audio import load_audio
+    from speechrnn.audio import SAMPLE_RATE, load_audio
     from speechrnn.decoding import DecodingOptions
     from speechrnn.manifest import read_manifest
     from speechrnn.transcribe import load_model
 
     transcriber = load_model(model, backend=backend)
     audios = [load_audio(r.audio) for r in read_manifest(manifest)[:limit]]
-    seconds = sum(len(a) for a in audios) / 16000
+    seconds = sum(len(a) for a in audios) / SAMPLE_RATE
     results = []
     for method in ("greedy", "beam"):
-        options = DecodingOptions(method=method, beam_width=16)
-        transcriber.transcribe(audios[0], 16000, options)  # warm-up (graph tracing)
+        options = DecodingOptions(method=method)
+        transcriber.transcribe(audios[0], SAMPLE_RATE, options)  # warm-up (graph tracing)
         for batch in (1, BATCH):
             start = time.perf_counter()
             if batch == 1:
                 for a in audios:
-                    transcriber.transcribe(a, 16000, options)
+                    transcriber.transcribe(a, SAMPLE_RATE, options)
             else:
                 for i in range(0, len(audios), batch):
                     transcriber.transcribe_batch(audios[i:i + batch], options)
@@ -66,7 +66,7 @@ def measure(model: Path, manifest: Path, backend: str, limit: int) -> list[dict]
 
 
 def long_file(minutes: float, manifest: Path, corpora: Path) -> Path:
-    from speechrnn.audio import load_audio, save_audio
+    from speechrnn.audio import SAMPLE_RATE, load_audio, save_audio
     from speechrnn.corpora.fsdd import long_recording, scan
     from speechrnn.manifest import read_manifest
 
@@ -80,8 +80,8 @@ def long_file(minutes: float, manifest: Path, corpora: Path) -> Path:
         import numpy as np
 
         clips = [load_audio(r.audio) for r in read_manifest(manifest)[:50]]
-        reps = int(minutes * 60 * 16000 / sum(len(c) for c in clips)) + 1
-        audio = np.concatenate(clips * reps)[:int(minutes * 60 * 16000)]
+        reps = int(minutes * 60 * SAMPLE_RATE / sum(len(c) for c in clips)) + 1
+        audio = np.concatenate(clips * reps)[:int(minutes * 60 * SAMPLE_RATE)]
     save_audio(path, audio)
     return path
 

@@ -18,9 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from speechrnn.config import ConfigError, load_pipeline_config
-from speechrnn.corpora import prepare_data
+from speechrnn import pipeline
+from speechrnn.config import load_pipeline_config
+from speechrnn.errors import SpeechRNNError
 from speechrnn.manifest import format_stats, manifest_stats, read_manifest
+from speechrnn.tracking import experiment_name
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "synth.yaml"
 STAGES = ("prepare", "train", "evaluate", "transcribe")
@@ -51,34 +53,28 @@ def main(argv=None) -> int:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
     try:
         cfg = load_pipeline_config(args.config, args.overrides + args.sets.split())
-    except ConfigError as err:
+        return run(cfg, stages, args)
+    except SpeechRNNError as err:
         print(f"run.py: error: {err}", file=sys.stderr)
         return 2
+
+
+def run(cfg, stages: list[str], args) -> int:
     progress = False if args.quiet else None
-    corpora = args.corpora or None
-    out = Path(cfg.data.out)
-    manifest = {split: out / f"{name}.{cfg.data.format}" for split, name in
-                (("train", cfg.data.train), ("dev", cfg.data.dev), ("test", cfg.data.test))}
+    data = cfg.data
     started = time.time()
 
     if "prepare" in stages:
-        t0 = stage(f"prepare {cfg.name}: {cfg.data.kind} -> {out}")
-        result = prepare_data(cfg.data, corpora, progress=progress)
+        t0 = stage(f"prepare {cfg.name}: {data.kind} -> {data.out}")
+        result = pipeline.prepare(cfg, args.corpora or None, progress=progress)
         print(f"{'built' if result else 'already there'} ({time.time() - t0:.0f} s)")
-        for split, path in manifest.items():
-            print(format_stats(split, manifest_stats(read_manifest(path))))
+        for split in ("train", "dev", "test"):
+            print(format_stats(split, manifest_stats(read_manifest(data.manifest(split)))))
 
-    from speechrnn.train import experiment_name
-
-    model_dir = Path(cfg.train.workdir or f"runs/{cfg.name}") / "model"
+    model_dir = cfg.model_dir
     if "train" in stages:
         t0 = stage("train")
-        from speechrnn.tracking import Tracker
-        from speechrnn.train import train
-
-        tracker = Tracker(experiment_name(cfg), cfg.tracking.uri) if cfg.tracking.enabled \
-            else None
-        result = train(cfg, tracker, fresh=args.fresh, progress=progress)
+        result = pipeline.train(cfg, fresh=args.fresh, progress=progress)
         model_dir = result.model_dir
         print(f"trained in {(time.time() - t0) / 60:.1f} min: best dev WER "
               f"{100 * result.best_wer:.1f} % (epoch {result.best_epoch + 1}); {model_dir}")
@@ -88,32 +84,22 @@ def main(argv=None) -> int:
         run_id = json.loads((model_dir / "mlflow.json").read_text()).get("run_id")
 
     if "evaluate" in stages:
-        stage(f"evaluate on {manifest['test']}")
-        from speechrnn.cli import main as cli
-
-        e = cfg.eval
-        lm = ["--decoder", "beam", "--lm-from", str(manifest["train"]), "--beam-width",
-              str(e.beam_width), "--lm-order", str(e.lm_order), "--lm-weight",
-              str(e.lm_weight), "--word-bonus", str(e.word_bonus)]
-        for extra in ([], lm):
-            report = model_dir.parent / ("eval-beam-lm" if extra else "eval-greedy")
-            command = ["evaluate", "--model", str(model_dir), "--manifest",
-                       str(manifest["test"]), "--out", str(report), "--quiet", *extra]
-            if run_id:
-                command += ["--run-id", run_id, "--name", "test"]
-            if cli(command) != 0:
-                return 1
-            summary = json.loads((report / "summary.json").read_text())
-            print(f"test ({f'beam {e.beam_width} + word LM' if extra else 'greedy'}): WER "
-                  f"{100 * summary['wer']:.1f} %  CER {100 * summary['cer']:.1f} %  "
-                  f"({summary['utterances']} utterances; report in {report})")
+        stage(f"evaluate on {data.manifest('test')}")
+        for method in ("greedy", "beam"):
+            decoding = pipeline.recipe_decoding(cfg, method)
+            out = model_dir.parent / f"eval-{decoding.name.replace('_', '-')}"
+            report = pipeline.evaluate(model_dir, data.manifest("test"), decoding, out=out,
+                                       run_id=run_id, name="test", progress=progress)
+            what = (f"beam {decoding.options.beam_width} + word LM" if decoding.lm
+                    else decoding.name)
+            print(f"test ({what}): WER {100 * report.rates.wer:.1f} %  CER "
+                  f"{100 * report.rates.cer:.1f} %  ({report.rates.utterances} utterances; "
+                  f"report in {out})")
 
     if "transcribe" in stages:
         stage("transcribe one held-out test file")
-        import speechrnn
-
-        row = read_manifest(manifest["test"])[0]
-        result = speechrnn.load_model(model_dir).transcribe(row.audio)
+        row = read_manifest(data.manifest("test"))[0]
+        (result,) = pipeline.transcribe(model_dir, [row.audio], progress=False)
         print(f"file:       {row.audio}\nreference:  {row.text}\nhypothesis: {result.text}")
         print("words:      " + " ".join(f"{w.word}[{w.start:.2f}-{w.end:.2f}]"
                                         for w in result.words))

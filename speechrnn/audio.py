@@ -15,12 +15,18 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-SAMPLE_RATE = 16000
+from .config import FeatureConfig
+from .errors import SpeechRNNError
+
+SAMPLE_RATE = FeatureConfig.sample_rate  # what the library resamples audio to by default
+# what a folder search for audio files picks up: the formats libsndfile reads
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif",
+                  ".au", ".snd", ".caf", ".w64", ".rf64", ".sph", ".nist", ".voc"}
 
 Source = str | os.PathLike | BinaryIO
 
 
-class AudioError(Exception):
+class AudioError(SpeechRNNError):
     """An audio input that cannot be used; ``str(err)`` is ``"<file>: <reason>"``."""
 
     def __init__(self, path: object, reason: str):

@@ -1,14 +1,22 @@
-"""The ``speechrnn`` command.
+"""speechrnn: train your own speech recognizer (MFCC features, a bidirectional LSTM trained
+with CTC, MLflow tracking), then transcribe, evaluate and serve it.
 
-    speechrnn data import KIND --source DIR --out DIR   corpus on disk -> manifests
-    speechrnn data synth --out DIR                       offline synthetic corpus
-    speechrnn data prepare --config FILE [--set k=v]     the manifests a pipeline config names
-    speechrnn data stats MANIFEST...                     utterances, hours, speakers, lengths
-    speechrnn train --config FILE [--set k=v] [--fresh]  train (or resume), tracked in MLflow
-    speechrnn evaluate --model M --manifest FILE         WER/CER, S/I/D, report (+ MLflow)
-    speechrnn transcribe --model M PATH...               text, json, srt or vtt per file
-    speechrnn ui                                         MLflow UI on the project's store
-    speechrnn serve --model M                            the model over HTTP
+example:
+  speechrnn train --config pipelines/configs/synth.yaml --set train.epochs=5
+  speechrnn transcribe --model runs/synth/model recording.flac
+
+commands:
+  speechrnn data import KIND --source DIR --out DIR   corpus on disk -> manifests
+  speechrnn data synth --out DIR                       offline synthetic corpus
+  speechrnn data prepare --config FILE [--set k=v]     the manifests a pipeline config names
+  speechrnn data stats MANIFEST...                     utterances, hours, speakers, lengths
+  speechrnn train --config FILE [--set k=v] [--fresh]  train (or resume), tracked in MLflow
+  speechrnn evaluate --model M --manifest FILE         WER/CER, S/I/D, report (+ MLflow)
+  speechrnn transcribe --model M PATH...               text, json, srt or vtt per file
+  speechrnn ui                                         MLflow UI on the project's store
+  speechrnn serve --model M                            the model over HTTP
+
+"speechrnn COMMAND --help" describes each command; "-v" shows tracebacks and more logging.
 """
 
 from __future__ import annotations
@@ -17,15 +25,13 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
-from .audio import AudioError
-from .config import ConfigError
-from .manifest import ManifestError, format_stats, manifest_stats, read_manifest
-from .text import normalize_text
-
-USER_ERRORS = (AudioError, ConfigError, ManifestError, FileNotFoundError, ValueError,
-               RuntimeError)
+from . import __version__
+from .config import DataConfig, EvalConfig, FeatureConfig, ModelConfig
+from .errors import InputError, NotFoundError, SpeechRNNError
+from .manifest import format_stats, manifest_stats, read_manifest
 
 
 def _speakers(value: str) -> tuple[str, ...]:
@@ -33,11 +39,14 @@ def _speakers(value: str) -> tuple[str, ...]:
 
 
 def _import_options(args) -> object:
+    from .config import ctc_frames_per_second
     from .corpora import ImportOptions
 
+    fps = ctc_frames_per_second(FeatureConfig(hop_ms=args.hop_ms, win_ms=max(
+        FeatureConfig.win_ms, args.hop_ms)), ModelConfig(subsampling=args.subsampling))
     return ImportOptions(
         out=Path(args.out), format=args.format, seed=args.seed, digits=args.digits,
-        hop_ms=args.hop_ms, subsampling=args.subsampling, workers=args.workers,
+        ctc_frames_per_second=fps, workers=args.workers,
         test_speakers=getattr(args, "test_speakers", ()),
         dev_speakers=getattr(args, "dev_speakers", ()),
         test_fraction=getattr(args, "test_fraction", None),
@@ -65,7 +74,7 @@ def cmd_import(args) -> int:
     options = _import_options(args)
     if args.kind == "fsdd":
         if not Path(args.source).exists():
-            raise FileNotFoundError(f"{args.source}: corpus source not found")
+            raise NotFoundError(f"{args.source}: corpus source not found")
         result = import_fsdd(Path(args.source), options, per_speaker=args.per_speaker,
                              perturb=args.perturb)
     else:
@@ -85,12 +94,12 @@ def cmd_synth(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .config import Config, load_config
-    from .corpora import prepare_data
+    from .config import load_pipeline_config
+    from .pipeline import prepare
 
-    cfg = load_config(Config, args.config, args.overrides)
-    result = prepare_data(cfg.data, args.corpora, force=args.force,
-                          progress=False if args.quiet else None)
+    cfg = load_pipeline_config(args.config, args.overrides)
+    result = prepare(cfg, args.corpora, force=args.force,
+                     progress=False if args.quiet else None)
     if result is None:
         print(f"manifests already in {cfg.data.out} (--force rebuilds them)")
     else:
@@ -99,20 +108,16 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import pipeline
+    from .checkpoint import Interrupted
     from .config import load_pipeline_config
-    from .corpora import prepare_data
 
     cfg = load_pipeline_config(args.config, args.overrides)
-    prepare_data(cfg.data, args.corpora, progress=False if args.quiet else None)
-    from .train import Interrupted, experiment_name, train  # imports TensorFlow
-
-    tracker = None
-    if cfg.tracking.enabled and not args.no_track:
-        from .tracking import Tracker
-
-        tracker = Tracker(experiment_name(cfg), cfg.tracking.uri)
+    progress = False if args.quiet else None
+    pipeline.prepare(cfg, args.corpora, progress=progress)
     try:
-        result = train(cfg, tracker, fresh=args.fresh, progress=False if args.quiet else None)
+        result = pipeline.train(cfg, fresh=args.fresh, track=not args.no_track,
+                                progress=progress)
     except Interrupted:
         print("interrupted: checkpoint saved; run the same command again to resume",
               file=sys.stderr)
@@ -125,81 +130,23 @@ def cmd_train(args) -> int:
 
 
 def _decoding(args):
-    """DecodingOptions and word LM from the shared decoding flags."""
-    from .decoding import DecodingOptions
+    """The :class:`~speechrnn.decoding.Decoding` of the shared decoding flags."""
+    from .decoding import Decoding, DecodingOptions
     from .lm import WordLM
 
-    texts = [r.text for m in args.lm_from for r in read_manifest(m)]
-    for path in args.lm_text:
-        try:
-            texts += Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise FileNotFoundError(f"{path}: cannot read LM text ({err})") from None
-    lm = WordLM.from_texts([normalize_text(t) for t in texts if t.strip()],
-                           order=args.lm_order) if texts else None
-    if lm is not None and args.decoder == "greedy":
-        raise ValueError("a language model needs --decoder beam")
-    options = DecodingOptions(method=args.decoder, beam_width=args.beam_width,
-                              lm_weight=args.lm_weight, word_bonus=args.word_bonus)
-    return options, lm
-
-
-def _transcriber(args):
-    from .transcribe import load_model
-
-    options, lm = _decoding(args)
-    return load_model(args.model, backend=args.backend, options=options, lm=lm)
+    return Decoding(DecodingOptions(method=args.decoder, beam_width=args.beam_width,
+                                    lm_weight=args.lm_weight, word_bonus=args.word_bonus),
+                    WordLM.from_sources(args.lm_from, args.lm_text, order=args.lm_order))
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_model, write_report
+    from .pipeline import evaluate
 
-    transcriber = _transcriber(args)
-    rows = read_manifest(args.manifest)
-    rates, scores = evaluate_model(transcriber, rows, progress=False if args.quiet else None)
-    summary = {"model": str(args.model), "manifest": str(args.manifest),
-               "decoder": args.decoder, "beam_width": args.beam_width,
-               "lm": transcriber.lm is not None, "backend": transcriber.backend,
-               **rates.as_dict()}
-    if args.out or args.run_id:
-        import tempfile
-
-        out = Path(args.out or tempfile.mkdtemp(prefix="speechrnn-eval-"))
-        files = write_report(out, summary, scores)
-        if args.run_id:
-            from .tracking import log_to_run
-
-            name = args.name or Path(args.manifest).stem
-            tag = f"{name}_{args.decoder}" + ("_lm" if transcriber.lm is not None else "")
-            log_to_run(args.run_id, {f"{tag}_{k}": getattr(rates, k) for k in
-                                     ("wer", "cer", "substitutions", "deletions",
-                                      "insertions")}, files, f"evaluation/{tag}")
-            summary["run_id"] = args.run_id
-    print(json.dumps(summary, indent=2))
+    report = evaluate(args.model, args.manifest, _decoding(args), out=args.out,
+                      run_id=args.run_id, name=args.name, backend=args.backend,
+                      progress=False if args.quiet else None)
+    print(json.dumps(report.summary(), indent=2))
     return 0
-
-
-def _inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """Files named, found in folders (recursively) or matched by globs; and what failed."""
-    import glob
-
-    from .transcribe import AUDIO_SUFFIXES
-
-    files, missing = [], []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
-            why = "no audio files in this folder"
-        elif not path.exists() and any(c in p for c in "*?["):
-            found = sorted(Path(f) for f in glob.glob(p, recursive=True) if Path(f).is_file())
-            why = "no file matches this pattern"
-        else:
-            found, why = [path], ""  # a missing file is reported when it is read
-        files += found
-        if not found:
-            missing.append(f"{p}: {why}")
-    return files, missing
 
 
 def _output_name(path: Path, fmt: str, used: set[str]) -> str:
@@ -212,40 +159,31 @@ def _output_name(path: Path, fmt: str, used: set[str]) -> str:
 
 
 def cmd_transcribe(args) -> int:
-    from .progress import progress_bar
-    from .transcribe import format_transcript
+    from .formats import format_transcript
+    from .pipeline import find_audio, transcribe
 
-    files, failures = _inputs(args.paths)
+    files, failures = find_audio(args.paths)
     for line in failures:
         print(f"speechrnn: error: {line}", file=sys.stderr)
     if args.format in ("srt", "vtt") and len(files) > 1 and not args.output_dir:
-        raise ValueError(f"{args.format} output of several files needs --output-dir")
-    transcriber = _transcriber(args)
+        raise InputError(f"{args.format} output of several files needs --output-dir")
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    failed = len(failures)
-    with progress_bar(len(files), "transcribing", None if len(files) > 1 and not args.quiet
-                      else False) as bar:
-        for path in files:
-            try:
-                result = transcriber.transcribe(  # a bar of its own for a long file
-                    path, progress=None if len(files) == 1 and not args.quiet else False)
-            except AudioError as err:
-                failed += 1
-                bar.write(f"speechrnn: error: {err}", file=sys.stderr)
-                bar.update(1)
-                continue
-            text = format_transcript(result, args.format, args.max_words_per_cue)
-            if out_dir:
-                (out_dir / _output_name(path, args.format, used)).write_text(text)
-            elif args.format == "txt" and len(files) > 1:
-                sys.stdout.write(f"{path}\t{text}")
-            else:
-                sys.stdout.write(text)
-            sys.stdout.flush()
-            bar.update(1)
+    done = 0
+    for result in transcribe(args.model, files, _decoding(args), backend=args.backend,
+                             progress=False if args.quiet else None):
+        done += 1
+        text = format_transcript(result, args.format, args.max_words_per_cue)
+        if out_dir:
+            (out_dir / _output_name(Path(result.source), args.format, used)).write_text(text)
+        elif args.format == "txt" and len(files) > 1:
+            sys.stdout.write(f"{result.source}\t{text}")
+        else:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+    failed = len(failures) + len(files) - done
     if failed:
         print(f"speechrnn: {failed} of {len(files) + len(failures)} inputs failed",
               file=sys.stderr)
@@ -288,14 +226,15 @@ def cmd_stats(args) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for manifests, audio and reports")
-    p.add_argument("--format", choices=("jsonl", "tsv"), default="jsonl")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("jsonl", "tsv"), default=DataConfig.format)
+    p.add_argument("--seed", type=int, default=DataConfig.seed)
     p.add_argument("--digits", choices=("spell", "reject"), default="spell",
                    help="digits in transcripts: spell them out, or reject the row")
-    p.add_argument("--hop-ms", type=float, default=10.0, help="feature hop (CTC length check)")
-    p.add_argument("--subsampling", type=int, default=3,
+    p.add_argument("--hop-ms", type=float, default=FeatureConfig.hop_ms,
+                   help="feature hop (CTC length check)")
+    p.add_argument("--subsampling", type=int, default=ModelConfig.subsampling,
                    help="model time subsampling (CTC length check)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="parallel audio checks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -313,22 +252,25 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "onnx", "keras"), default="auto",
                    help="network runtime (auto: ONNX Runtime when installed)")
     p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
-    p.add_argument("--beam-width", type=int, default=16)
+    p.add_argument("--beam-width", type=int, default=EvalConfig.beam_width)
     p.add_argument("--lm-from", type=Path, action="append", default=[],
                    help="word LM from these manifests' transcripts (beam; repeatable)")
     p.add_argument("--lm-text", type=Path, action="append", default=[],
                    help="word LM from this text file, a sentence a line (beam; repeatable)")
-    p.add_argument("--lm-order", type=int, default=3)
-    p.add_argument("--lm-weight", type=float, default=0.8)
-    p.add_argument("--word-bonus", type=float, default=1.0)
+    p.add_argument("--lm-order", type=int, default=EvalConfig.lm_order)
+    p.add_argument("--lm-weight", type=float, default=EvalConfig.lm_weight)
+    p.add_argument("--word-bonus", type=float, default=EvalConfig.word_bonus)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .corpora import IMPORTERS
 
-    parser = argparse.ArgumentParser(prog="speechrnn", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = argparse.ArgumentParser(prog="speechrnn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="more logging, and a traceback with any error")
+    parser.add_argument("--version", action="version", version=f"speechrnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="corpora and manifests").add_subparsers(
         dest="data_command", required=True)
@@ -345,18 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of speakers for test when the corpus has no split")
     p.add_argument("--dev-fraction", type=float, default=None,
                    help="fraction of (training) speakers moved to dev")
-    p.add_argument("--per-speaker", type=int, default=300,
+    p.add_argument("--per-speaker", type=int, default=DataConfig.per_speaker,
                    help="fsdd: connected strings per training speaker (a third for dev/test)")
-    p.add_argument("--perturb", type=float, default=0.15,
+    p.add_argument("--perturb", type=float, default=DataConfig.perturb,
                    help="fsdd: speed perturbation of training strings (0 for none)")
     p.set_defaults(func=cmd_import)
 
     p = data.add_parser("synth", help="synthesise the offline default corpus")
     _common(p)
-    p.add_argument("--train", type=int, default=1200)
-    p.add_argument("--dev", type=int, default=120)
-    p.add_argument("--test", type=int, default=200)
-    p.add_argument("--digit-share", type=float, default=0.4,
+    p.add_argument("--train", type=int, default=DataConfig.synth_train)
+    p.add_argument("--dev", type=int, default=DataConfig.synth_dev)
+    p.add_argument("--test", type=int, default=DataConfig.synth_test)
+    p.add_argument("--digit-share", type=float, default=DataConfig.synth_digit_share,
                    help="fraction of utterances that are digit strings")
     p.set_defaults(func=cmd_synth)
 
@@ -416,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except (SpeechRNNError, OSError) as err:  # OSError: a file that cannot be read or written
+        if args.verbose:
+            traceback.print_exc()
         print(f"speechrnn: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

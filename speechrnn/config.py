@@ -16,9 +16,18 @@ from typing import Any
 
 import yaml
 
+from .errors import InputError
+from .manifest import manifest_path
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration value or key that cannot be used."""
+
+
+def output_frames(frames, stride: int):
+    """Frames left after a time stride of ``stride`` (padded so no frame is lost):
+    ceil(frames / stride), for an int, a NumPy array or a TensorFlow tensor."""
+    return (frames + stride - 1) // stride
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,15 @@ class ModelConfig:
         if not 0 <= self.dropout < 1:
             raise ConfigError("model.dropout must be in [0, 1)")
 
+    @property
+    def stride(self) -> int:
+        """Input frames per output frame: the front end's time subsampling."""
+        return self.subsampling if self.front_end else 1
+
+    def output_frames(self, frames):
+        """Output frames (what CTC aligns to) for ``frames`` input frames."""
+        return output_frames(frames, self.stride)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -168,6 +186,7 @@ class DataConfig:
     extra_train: tuple[str, ...] = ()  # more training manifests (paths)
     synth_extra: int = 0  # add this many synthetic utterances (espeak-ng/flite) to training
     synth_extra_digit_share: float = 1.0  # ... of which this fraction are digit strings
+    synth_digit_share: float = 0.4  # kind synth: fraction of its utterances that are digits
     synth_extra_joined: bool = False  # ... or all digit strings, each digit said on its own
     # and the strings joined as FSDD's are (fsdd.connected), band-limited to:
     synth_extra_rate: int = 0  # resample joined synthetic digits to this rate and back (0: no)
@@ -181,6 +200,21 @@ class DataConfig:
     synth_train: int = 1200  # synth: utterances per split
     synth_dev: int = 120
     synth_test: int = 200
+
+    def manifest(self, split: str) -> Path:
+        """The manifest file of ``split``: "train", "dev" or "test" (named by ``train``,
+        ``dev`` and ``test``), or any other manifest name in ``out``."""
+        name = getattr(self, split) if split in ("train", "dev", "test") else split
+        return manifest_path(self.out, name, self.format)
+
+    def synth_extra_manifest(self) -> Path:
+        """Where the ``synth_extra`` synthetic training utterances are written."""
+        return Path(self.out) / "synth-extra" / "train.jsonl"
+
+    def training_manifests(self) -> list[Path]:
+        """Every manifest training reads: the train split, extras, synthetic extras."""
+        paths = [self.manifest("train"), *map(Path, self.extra_train)]
+        return paths + ([self.synth_extra_manifest()] if self.synth_extra else [])
 
 
 @dataclass(frozen=True)
@@ -210,6 +244,27 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     name: str = ""  # names the run's folder and experiment; "" -> the config file's name
+
+    @property
+    def workdir(self) -> Path:
+        """Checkpoints, the best epoch and the exported model: ``train.workdir`` or
+        ``runs/<name>``."""
+        return Path(self.train.workdir or Path("runs") / self.name)
+
+    @property
+    def model_dir(self) -> Path:
+        """Where training exports the finished model."""
+        return self.workdir / "model"
+
+    @property
+    def ctc_frames_per_second(self) -> float:
+        """Output frames per second of audio: what a transcript must fit into for CTC."""
+        return ctc_frames_per_second(self.features, self.model)
+
+
+def ctc_frames_per_second(features: FeatureConfig, model: ModelConfig) -> float:
+    """The model's output frames per second: the feature frame rate over its stride."""
+    return features.frames_per_second / model.stride
 
 
 # --------------------------------------------------------------------------- machinery

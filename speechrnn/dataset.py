@@ -13,20 +13,18 @@ reloading them cheap.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import tensorflow as tf  # noqa: E402
-
-from .audio import AudioError  # noqa: E402
-from .config import BatchConfig, FeatureConfig, SpecAugmentConfig  # noqa: E402
-from .features import FeatureExtractor, utterance_std, vtlp_matrix  # noqa: E402
-from .manifest import Utterance  # noqa: E402
-from .progress import parallel_map  # noqa: E402
-from .text import Alphabet, TextError, ctc_min_frames  # noqa: E402
+from .audio import AudioError
+from .config import BatchConfig, FeatureConfig, SpecAugmentConfig, output_frames
+from .errors import InputError
+from .features import FeatureExtractor, utterance_std, vtlp_matrix
+from .manifest import Utterance
+from .progress import parallel_map
+from .text import Alphabet, TextError, ctc_min_frames
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +49,6 @@ class Examples:
     @property
     def seconds(self) -> float:
         return float(sum(r.duration for r in self.rows))
-
-
-def output_frames(frames: int, subsampling: int) -> int:
-    """Frames left after a stride-``subsampling`` front end with 'same' padding."""
-    return -(-frames // subsampling)
 
 
 def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: Alphabet,
@@ -211,7 +204,7 @@ def make_dataset(examples: Examples, config: BatchConfig = BatchConfig(),
     The batches of a training epoch depend only on (``seed``, ``epoch``).
     """
     if not len(examples):
-        raise ValueError("no usable utterances to batch")
+        raise InputError("no usable utterances to batch")
     t = _tensors(examples)
     n_feat = examples.features[0].shape[1]
 
@@ -228,7 +221,7 @@ def make_dataset(examples: Examples, config: BatchConfig = BatchConfig(),
     bank = None
     if training and config.vtlp:
         if examples.scales is None:
-            raise ValueError("batch.vtlp needs MFCC features with features.cmvn: utterance")
+            raise InputError("batch.vtlp needs MFCC features with features.cmvn: utterance")
         alphas = np.linspace(1 - config.vtlp, 1 + config.vtlp, 21)
         bank = tf.constant(np.stack([vtlp_matrix(examples.feature_config, a) for a in alphas]))
     if training and (aug.enabled or bank is not None or config.tempo):

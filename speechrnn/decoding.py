@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .config import Config, EvalConfig
+from .errors import InputError
 from .lm import EOS, WordLM
 from .text import Alphabet
 
@@ -54,16 +56,47 @@ class Hypothesis:
 @dataclass(frozen=True)
 class DecodingOptions:
     method: str = "greedy"  # greedy | beam
-    beam_width: int = 16
-    lm_weight: float = 0.8  # with a language model
-    word_bonus: float = 1.0
+    beam_width: int = EvalConfig.beam_width
+    lm_weight: float = EvalConfig.lm_weight  # with a language model
+    word_bonus: float = EvalConfig.word_bonus
     prune: float = -10.0  # characters below this log-probability at a frame are not tried
 
     def __post_init__(self):
         if self.method not in ("greedy", "beam"):
-            raise ValueError(f"decoding method must be greedy or beam, not {self.method!r}")
+            raise InputError(f"decoding method must be greedy or beam, not {self.method!r}")
         if self.beam_width < 1:
-            raise ValueError("beam_width must be >= 1")
+            raise InputError("beam_width must be >= 1")
+
+    @classmethod
+    def from_eval(cls, cfg: EvalConfig, method: str = "beam") -> DecodingOptions:
+        """A recipe's decoding options: its ``eval`` section."""
+        return cls(method, cfg.beam_width, cfg.lm_weight, cfg.word_bonus)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to decode: the options and, for beam search, an optional word LM."""
+
+    options: DecodingOptions = DecodingOptions()
+    lm: WordLM | None = None
+
+    def __post_init__(self):
+        if self.lm is not None and self.options.method != "beam":
+            raise InputError("a language model needs --decoder beam (beam search)")
+
+    @property
+    def name(self) -> str:
+        """``greedy``, ``beam`` or ``beam_lm``: names reports and metrics."""
+        return self.options.method + ("_lm" if self.lm is not None else "")
+
+    @classmethod
+    def for_recipe(cls, cfg: Config, method: str = "beam") -> Decoding:
+        """How a recipe decodes: greedy, or beam search as its ``eval`` section says with
+        a word LM of its training transcripts (``eval.lm_order``)."""
+        if method == "greedy":
+            return cls()
+        return cls(DecodingOptions.from_eval(cfg.eval, method),
+                   WordLM.from_sources(cfg.data.training_manifests(), order=cfg.eval.lm_order))
 
 
 def greedy_ids(log_probs: np.ndarray, blank: int = 0) -> list[int]:
@@ -241,7 +274,8 @@ def decode_text(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOpti
 
 
 def decode(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions = DecodingOptions(),
-           lm: WordLM | None = None, frame_seconds: float = 0.03) -> Hypothesis:
+           lm: WordLM | None = None,
+           frame_seconds: float = 1.0 / Config().ctc_frames_per_second) -> Hypothesis:
     """Text, word timings and confidences of one utterance's (T, V) log-probabilities;
     ``frame_seconds`` is the duration of one output frame (hop x subsampling)."""
     return hypothesis(decode_text(log_probs, alphabet, options, lm), log_probs, alphabet,

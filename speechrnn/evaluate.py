@@ -3,18 +3,14 @@
 References and hypotheses are compared under the training normalisation
 (:func:`speechrnn.text.normalize_text`). :func:`evaluate_model` transcribes a manifest and
 returns the corpus :class:`ErrorRates` and an :class:`UtteranceScore` per utterance;
-:func:`write_report` writes ``utterances.csv`` (worst first), ``alignment.txt`` (the
-word alignment of the worst utterances), ``word_errors.csv`` (which word became which, most
-frequent first) and ``summary.json``.
+:func:`word_errors` counts which word became which. The files written from these are in
+:mod:`speechrnn.report`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import jiwer
 
@@ -116,23 +112,6 @@ def evaluate_model(transcriber, rows, options=None, progress: bool | None = None
     return error_rates(refs, texts), scores
 
 
-def alignment_report(scores: list[UtteranceScore], worst: int = 20) -> str:
-    """jiwer's word alignment of the ``worst`` utterances by WER."""
-    bad = sorted((s for s in scores if s.wer > 0), key=lambda s: (-s.wer, s.id))[:worst]
-    if not bad:
-        return "no errors\n"
-    parts = []
-    for s in bad:
-        out = jiwer.process_words(s.reference, s.hypothesis)
-        body = jiwer.visualize_alignment(out, show_measures=False, skip_correct=False)
-        body = body.split("\n", 1)[1] if body.startswith("=") else body
-        parts.append(f"{s.id}  WER {100 * s.wer:.1f} %  "
-                     f"(S {s.substitutions}, D {s.deletions}, I {s.insertions})\n"
-                     + "\n".join(line for line in body.splitlines()
-                                 if not line.startswith("sentence")).strip() + "\n")
-    return "\n".join(parts)
-
-
 def word_errors(scores: list[UtteranceScore]) -> Counter:
     """How often each word error occurs: ``(reference word, hypothesis word)`` -> count,
     with ``""`` for the missing side of a deletion or an insertion."""
@@ -151,37 +130,3 @@ def word_errors(scores: list[UtteranceScore]) -> Counter:
             elif a.type == "insert":
                 counts.update(("", w) for w in heard)
     return counts
-
-
-def write_word_errors(path: Path, scores: list[UtteranceScore]) -> Path:
-    """:func:`word_errors` as CSV (reference, hypothesis, count), most frequent first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["reference", "hypothesis", "count"])
-        for (said, heard), n in sorted(word_errors(scores).items(),
-                                       key=lambda kv: (-kv[1], kv[0])):
-            w.writerow([said, heard, n])
-    return path
-
-
-def write_utterances(path: Path, scores: list[UtteranceScore]) -> Path:
-    """Per-utterance scores as CSV, worst first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["id", "reference", "hypothesis", "wer", "cer", "substitutions",
-                    "deletions", "insertions", "confidence"])
-        for s in sorted(scores, key=lambda s: (-s.wer, -s.cer, s.id)):
-            w.writerow([s.id, s.reference, s.hypothesis, f"{s.wer:.4f}", f"{s.cer:.4f}",
-                        s.substitutions, s.deletions, s.insertions,
-                        "" if s.confidence is None else f"{s.confidence:.4f}"])
-    return path
-
-
-def write_report(out: Path, summary: dict, scores: list[UtteranceScore]) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "alignment.txt").write_text(alignment_report(scores))
-    return [write_utterances(out / "utterances.csv", scores), out / "alignment.txt",
-            write_word_errors(out / "word_errors.csv", scores), out / "summary.json"]

@@ -67,6 +67,7 @@ def build_onnx(model):
     else:
         x = node("Transpose", [x], "seq_in", perm=[1, 0, 2])
     stride = const("stride", model.stride, np.int32)
+    # ceil(lengths / stride), as ModelConfig.output_frames computes it
     out_len = node("Div", [node("Add", ["lengths", const("stride_m1", model.stride - 1,
                                                         np.int32)], "len_plus"), stride],
                    "out_lengths")

@@ -22,6 +22,7 @@ import numpy as np
 
 from .audio import AudioError, load_audio
 from .config import FeatureConfig
+from .errors import InputError
 
 CACHE_VERSION = 1  # bump when the computation changes in a way the config does not show
 
@@ -120,7 +121,7 @@ class CMVN:
             sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
             count += len(x)
         if not count:
-            raise ValueError("no frames to compute CMVN statistics from")
+            raise InputError("no frames to compute CMVN statistics from")
         mean = total / count
         std = np.sqrt(np.maximum(sq / count - mean * mean, floor**2))
         return cls(mean.astype(np.float32), std.astype(np.float32), count)
@@ -204,7 +205,7 @@ class FeatureExtractor:
         self.cache = FeatureCache(cache_dir) if cache_dir else None
         if config.cmvn == "global" and cmvn is None:
             if not config.cmvn_stats:
-                raise ValueError("features.cmvn=global needs features.cmvn_stats "
+                raise InputError("features.cmvn=global needs features.cmvn_stats "
                                  "(see compute_global_cmvn)")
             cmvn = CMVN.load(config.cmvn_stats)
         self.cmvn = cmvn

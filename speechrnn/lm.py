@@ -13,6 +13,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from .errors import InputError, NotFoundError
+
 BOS, EOS = "<s>", "</s>"
 
 
@@ -41,9 +43,27 @@ class WordLM:
                 for n in range(order):  # history length n
                     lm.counts[n][tuple(seq[i - n:i])][seq[i]] += 1
         if not lm.vocab:
-            raise ValueError("no words to build a language model from")
+            raise InputError("no words to build a language model from")
         lm.prefixes = {w[:i] for w in lm.vocab for i in range(len(w) + 1)}
         return lm
+
+    @classmethod
+    def from_sources(cls, manifests: Iterable[str | Path] = (),
+                     text_files: Iterable[str | Path] = (), order: int = 3) -> WordLM | None:
+        """The LM of manifests' transcripts and text files (a sentence a line), every line
+        normalised as training transcripts are; None when no source is given."""
+        from .manifest import read_manifest
+        from .text import normalize_text
+
+        texts = [r.text for m in manifests for r in read_manifest(m)]
+        for path in text_files:
+            try:
+                texts += Path(path).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise NotFoundError(f"{path}: cannot read LM text ({err})") from None
+        if not texts:
+            return None
+        return cls.from_texts([normalize_text(t) for t in texts if t.strip()], order=order)
 
     @classmethod
     def from_file(cls, path: str | Path, order: int = 3, normalize=None) -> WordLM:

@@ -14,10 +14,12 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from .errors import InputError
+
 COLUMNS = ("id", "audio", "text", "duration", "speaker", "offset", "end")
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest that cannot be read; the message names the file and line."""
 
 
@@ -102,6 +104,11 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             for n, obj in enumerate(reader, 2):
                 rows.append(_row(obj, base, f"{path}:{n}"))
     return rows
+
+
+def manifest_path(folder: str | Path, name: str, fmt: str) -> Path:
+    """The file of manifest ``name`` in ``folder``: ``<folder>/<name>.<jsonl|tsv>``."""
+    return Path(folder) / f"{name}.{fmt}"
 
 
 def write_manifest(path: str | Path, rows: list[Utterance]) -> Path:

@@ -16,21 +16,17 @@ network from that configuration and loads the weights: no pickled code.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
-
-from .config import FeatureConfig, ModelConfig, from_dict  # noqa: E402
-from .model_dir import FORMAT_VERSION, read_model_dir  # noqa: E402
-from .text import Alphabet  # noqa: E402
+from .config import FeatureConfig, ModelConfig, from_dict
+from .model_dir import FORMAT_VERSION, read_model_dir
+from .text import Alphabet
 
 
 class LSTM(layers.Layer):
@@ -100,7 +96,7 @@ class AcousticModel(keras.Model):
         self.config = config
         self.n_features = n_features
         self.vocab_size = vocab_size
-        self.stride = config.subsampling if config.front_end else 1
+        self.stride = config.stride
         self.front = None
         if config.front_end:
             k = config.conv_kernel
@@ -117,9 +113,8 @@ class AcousticModel(keras.Model):
         self.head = layers.Dense(vocab_size, name="ctc_head")
 
     def output_lengths(self, lengths):
-        """Valid output frames for input lengths: ceil(length / stride)."""
-        lengths = tf.cast(lengths, tf.int32)
-        return (lengths + self.stride - 1) // self.stride
+        """Valid output frames for input lengths (``ModelConfig.output_frames``)."""
+        return self.config.output_frames(tf.cast(lengths, tf.int32))
 
     def call(self, features, lengths, training=False):
         valid = tf.sequence_mask(lengths, tf.shape(features)[1], dtype=features.dtype)

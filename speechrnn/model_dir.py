@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import FeatureConfig, from_dict
+from .config import FeatureConfig, ModelConfig, ctc_frames_per_second, from_dict
+from .errors import InputError, NotFoundError
 from .text import Alphabet
 
 FORMAT_VERSION = 1
@@ -37,15 +38,18 @@ class ModelFiles:
         return self.path / "model.weights.h5"
 
     @property
+    def model(self) -> ModelConfig:
+        return from_dict(ModelConfig, self.meta["model"])
+
+    @property
     def stride(self) -> int:
         """Input frames per output frame: the model's time subsampling."""
-        model = self.meta["model"]
-        return model["subsampling"] if model.get("front_end", True) else 1
+        return self.model.stride
 
     @property
     def frame_seconds(self) -> float:
         """Duration of one output frame: feature hop x the model's subsampling."""
-        return self.features.hop_ms / 1000.0 * self.stride
+        return 1.0 / ctc_frames_per_second(self.features, self.model)
 
 
 def read_model_dir(path: str | Path) -> ModelFiles:
@@ -53,10 +57,10 @@ def read_model_dir(path: str | Path) -> ModelFiles:
     try:
         meta = json.loads((path / "model.json").read_text())
     except (FileNotFoundError, NotADirectoryError):
-        raise FileNotFoundError(f"{path}: not a speechrnn model directory "
+        raise NotFoundError(f"{path}: not a speechrnn model directory "
                                 "(no model.json)") from None
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: model format {meta.get('format_version')} is not "
+        raise InputError(f"{path}: model format {meta.get('format_version')} is not "
                          f"supported (expected {FORMAT_VERSION})")
     return ModelFiles(path, meta, from_dict(FeatureConfig, meta["features"]),
                       Alphabet.load(path / "alphabet.json"))
@@ -71,6 +75,6 @@ def resolve_model(model: str | Path, tracking_uri: str | None = None) -> Path:
         return download_model(text, tracking_uri)
     path = Path(text)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: model not found (a model directory, "
+        raise NotFoundError(f"{path}: model not found (a model directory, "
                                 "runs:/<run_id>/model or models:/<name>/<version>)")
     return path

@@ -23,10 +23,12 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .errors import InputError
+
 DEFAULT_CHARACTERS = " 'abcdefghijklmnopqrstuvwxyz"
 
 
-class TextError(ValueError):
+class TextError(InputError):
     """A transcript that cannot be normalised or encoded."""
 
 

@@ -77,11 +77,11 @@ def synth_corpus(tmp_path_factory):
     as a config with ``TINY_DATA`` would prepare it (so such a config reuses it)."""
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    from speechrnn.config import DataConfig
-    from speechrnn.corpora import prepare_data
+    from speechrnn import pipeline
+    from speechrnn.config import Config, DataConfig
 
     out = tmp_path_factory.mktemp("corpus")
-    prepare_data(DataConfig(out=str(out), **TINY_DATA), progress=False)
+    pipeline.prepare(Config(data=DataConfig(out=str(out), **TINY_DATA)), progress=False)
     return out
 
 
@@ -94,9 +94,9 @@ def trained(synth_corpus, tmp_path_factory):
 
     import yaml
 
+    from speechrnn import pipeline
     from speechrnn.config import load_pipeline_config
-    from speechrnn.tracking import Tracker
-    from speechrnn.train import experiment_name, train
+    from speechrnn.tracking import experiment_name
 
     tmp = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
@@ -108,7 +108,7 @@ def trained(synth_corpus, tmp_path_factory):
         "data": {**TINY_DATA, "out": str(synth_corpus), "cache": str(tmp / "cache")},
         "tracking": {"uri": uri}}))
     cfg = load_pipeline_config(config)
-    result = train(cfg, Tracker(experiment_name(cfg), uri), progress=False)
+    result = pipeline.train(cfg, progress=False)
     return types.SimpleNamespace(model_dir=result.model_dir, run_id=result.run_id, uri=uri,
                                  name=experiment_name(cfg), corpus=synth_corpus,
                                  config=config)

@@ -44,6 +44,7 @@ def test_deepspeech2_shapes_lengths_and_round_trip(tmp_path):
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_deepspeech2_trains_for_its_budget_on_real_batches(synth_corpus):
     from speechrnn.dataset import load_examples
     from speechrnn.manifest import read_manifest
@@ -51,7 +52,8 @@ def test_deepspeech2_trains_for_its_budget_on_real_batches(synth_corpus):
 
     alphabet = Alphabet()
     rows = read_manifest(synth_corpus / "train.jsonl")[:8]
-    examples = load_examples(rows, ds2.Spectrogram(), alphabet, subsampling=2, progress=False)
+    examples = load_examples(rows, ds2.Spectrogram(), alphabet, subsampling=ds2.SUBSAMPLING,
+                             progress=False)
     assert len(examples) == 8 and examples.features[0].shape[1] == ds2.N_FEATURES
     model = ds2.DeepSpeech2(alphabet.size, TINY)
     before = [w.numpy().copy() for w in model.net.trainable_variables]

@@ -38,3 +38,62 @@ def test_synth_command(needs_espeak, tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--train", "6", "--dev", "2",
                  "--test", "2", "--quiet"]) == 0
     assert "train.jsonl: 6 utterances" in capsys.readouterr().out
+
+
+def test_help_introduces_the_tool_and_version(capsys):
+    import pytest
+
+    from speechrnn import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "train your own speech recognizer" in text
+    assert "speechrnn train --config pipelines/configs/synth.yaml" in text
+    assert "``" not in text  # no raw reST
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"speechrnn {__version__}"
+
+
+def test_cli_defaults_come_from_the_config_dataclasses():
+    from speechrnn.cli import build_parser
+    from speechrnn.config import DataConfig, EvalConfig, FeatureConfig, ModelConfig
+
+    parser = build_parser()
+    synth = parser.parse_args(["data", "synth", "--out", "x"])
+    assert (synth.train, synth.dev, synth.test, synth.digit_share, synth.seed, synth.format) \
+        == (DataConfig.synth_train, DataConfig.synth_dev, DataConfig.synth_test,
+            DataConfig.synth_digit_share, DataConfig.seed, DataConfig.format)
+    assert (synth.hop_ms, synth.subsampling) == (FeatureConfig.hop_ms, ModelConfig.subsampling)
+    imported = parser.parse_args(["data", "import", "fsdd", "--source", "s", "--out", "x"])
+    assert (imported.per_speaker, imported.perturb) == (DataConfig.per_speaker,
+                                                        DataConfig.perturb)
+    ev = parser.parse_args(["evaluate", "--model", "m", "--manifest", "t.jsonl"])
+    assert (ev.beam_width, ev.lm_order, ev.lm_weight, ev.word_bonus) == (
+        EvalConfig.beam_width, EvalConfig.lm_order, EvalConfig.lm_weight, EvalConfig.word_bonus)
+
+
+def test_user_errors_are_one_line_and_verbose_shows_the_traceback(tmp_path, capsys):
+    missing = str(tmp_path / "none.jsonl")
+    assert main(["data", "stats", missing]) == 2
+    err = capsys.readouterr().err
+    assert "manifest not found" in err and "Traceback" not in err
+    assert main(["-v", "data", "stats", missing]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().endswith("manifest not found")
+
+
+def test_a_bug_is_not_dressed_up_as_a_user_error(monkeypatch):
+    """Only the library's own errors (and unreadable files) become one-line messages:
+    a programming error keeps its traceback."""
+    import pytest
+
+    from speechrnn import cli
+
+    def broken(args):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(cli, "cmd_stats", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["data", "stats", "x.jsonl"])

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from speechrnn.config import (
@@ -67,3 +69,28 @@ def test_pipeline_sections_train_and_eval(tmp_path):
         load_pipeline_config(path, ["train.ema_decay=1.0"])
     with pytest.raises(ConfigError, match="beam_width"):
         load_pipeline_config(path, ["eval.beam_width=0"])
+
+
+def test_derived_values_have_one_home():
+    """Manifest paths, work and model folders, the model's stride and frame rates all come
+    from the config: every caller asks it."""
+    import numpy as np
+
+    from speechrnn.config import Config, DataConfig, ModelConfig, TrainConfig, output_frames
+
+    data = DataConfig(out="d", format="tsv", dev="held", extra_train=("x/more.jsonl",),
+                      synth_extra=5)
+    assert data.manifest("train") == Path("d/train.tsv")
+    assert data.manifest("dev") == Path("d/held.tsv") and data.manifest("other") == Path(
+        "d/other.tsv")
+    assert data.training_manifests() == [Path("d/train.tsv"), Path("x/more.jsonl"),
+                                         Path("d/synth-extra/train.jsonl")]
+    cfg = Config(data=data, name="recipe")
+    assert cfg.workdir == Path("runs/recipe") and cfg.model_dir == Path("runs/recipe/model")
+    assert Config(train=TrainConfig(workdir="w")).model_dir == Path("w/model")
+    assert ModelConfig().stride == 3 and ModelConfig(front_end=False, subsampling=1).stride == 1
+    assert cfg.ctc_frames_per_second == pytest.approx(100 / 3)
+    assert Config(features=FeatureConfig(hop_ms=20, win_ms=40),
+                  model=ModelConfig(subsampling=2)).ctc_frames_per_second == 25
+    assert output_frames(100, 3) == 34 and output_frames(99, 3) == 33 and output_frames(7, 1) == 7
+    assert list(ModelConfig().output_frames(np.array([1, 3, 4]))) == [1, 1, 2]

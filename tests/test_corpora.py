@@ -251,13 +251,13 @@ def test_synth_corpus_holds_out_voices_and_is_seeded(needs_espeak, tmp_path):
 
 def test_prepare_data_builds_once_and_adds_synthetic_training_voices(needs_espeak, tmp_path):
     from speechrnn.config import DataConfig
-    from speechrnn.corpora import prepare_data, training_manifests
+    from speechrnn.corpora import prepare_data
 
     cfg = DataConfig(kind="synth", out=str(tmp_path / "d"), synth_train=6, synth_dev=2,
                      synth_test=2, synth_extra=4)
     assert prepare_data(cfg, progress=False) is not None
     assert prepare_data(cfg, progress=False) is None  # already there: nothing rebuilt
-    paths = training_manifests(cfg)
+    paths = cfg.training_manifests()
     assert [p.name for p in paths] == ["train.jsonl", "train.jsonl"]
     extra = read_manifest(paths[1])
     assert len(extra) == 4 and all(set(r.text.split()) <= set(DIGITS) for r in extra)
@@ -275,7 +275,7 @@ def test_joined_synthetic_digits_are_made_as_fsdd_strings_are(needs_espeak, tmp_
     import librosa
 
     from speechrnn.config import DataConfig
-    from speechrnn.corpora import prepare_data, synth, synth_extra_manifest
+    from speechrnn.corpora import prepare_data, synth
 
     voices = [synth.Voice("espeak-ng", "en-us+m1"), synth.Voice("espeak-ng", "en-gb+f2")]
     real = synth.split_voices
@@ -284,7 +284,7 @@ def test_joined_synthetic_digits_are_made_as_fsdd_strings_are(needs_espeak, tmp_
                      synth_test=1, synth_extra=6, synth_extra_joined=True,
                      synth_extra_rate=8000)
     prepare_data(cfg, progress=False)
-    rows = read_manifest(synth_extra_manifest(cfg))
+    rows = read_manifest(cfg.synth_extra_manifest())
     assert len(rows) == 6 and {r.speaker for r in rows} == {v.id for v in voices}
     for row in rows:
         words = row.text.split()
@@ -300,6 +300,6 @@ def test_joined_synthetic_digits_are_made_as_fsdd_strings_are(needs_espeak, tmp_
         assert len(librosa.effects.trim(audio, top_db=30)[0]) > 0.9 * len(audio)
     first = [r.text for r in rows]
     prepare_data(replace(cfg, synth_extra_joined=False), progress=False)  # other settings
-    assert len(read_manifest(synth_extra_manifest(cfg))) == 6
+    assert len(read_manifest(cfg.synth_extra_manifest())) == 6
     prepare_data(cfg, progress=False)
-    assert [r.text for r in read_manifest(synth_extra_manifest(cfg))] == first  # seeded
+    assert [r.text for r in read_manifest(cfg.synth_extra_manifest())] == first  # seeded

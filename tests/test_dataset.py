@@ -7,7 +7,6 @@ from speechrnn.dataset import (
     bucket_boundaries,
     load_examples,
     make_dataset,
-    output_frames,
     spec_augment,
     tempo,
 )
@@ -179,7 +178,3 @@ def test_tempo_in_batches_gives_true_lengths(rows):
     for batch in make_dataset(ex, cfg, training=False):  # dev: as extracted
         assert [int(n) for n in batch["feature_lengths"]] == \
             [len(ex.features[int(i)]) for i in batch["index"]]
-
-
-def test_output_frames():
-    assert output_frames(100, 3) == 34 and output_frames(99, 3) == 33 and output_frames(7, 1) == 7

@@ -127,3 +127,23 @@ def test_word_timings_and_confidence_follow_the_frames():
     shifted = hyp.shifted(10.0)
     assert shifted.words[0].start == 10.06 and shifted.as_dict()["words"][1]["end"] == 10.33
     assert decode(soft("___"), a).words == ()
+
+
+def test_a_recipe_decodes_with_its_eval_section_and_all_its_training_text(tmp_path):
+    """One definition of a recipe's decoding: beam options from ``eval``, and a word LM of
+    every manifest it trains on (extras included), normalised as transcripts are."""
+    from speechrnn.config import Config, DataConfig, EvalConfig
+    from speechrnn.decoding import Decoding
+    from speechrnn.manifest import Utterance, write_manifest
+
+    write_manifest(tmp_path / "train.jsonl", [Utterance("a.wav", "one two", 1.0, "s")])
+    write_manifest(tmp_path / "more.jsonl", [Utterance("b.wav", "Three!", 1.0, "s")])
+    cfg = Config(data=DataConfig(out=str(tmp_path), extra_train=(str(tmp_path / "more.jsonl"),)),
+                 eval=EvalConfig(beam_width=4, lm_order=2, lm_weight=0.3, word_bonus=0.7))
+    beam = Decoding.for_recipe(cfg, "beam")
+    assert beam.options == DecodingOptions("beam", 4, 0.3, 0.7) and beam.name == "beam_lm"
+    assert beam.lm.vocab == {"one", "two", "three"} and beam.lm.order == 2
+    greedy = Decoding.for_recipe(cfg, "greedy")
+    assert greedy.lm is None and greedy.name == "greedy"
+    with pytest.raises(ValueError, match="needs --decoder beam"):
+        Decoding(DecodingOptions(), beam.lm)

@@ -25,7 +25,8 @@ def test_error_rates_need_pairs():
 
 
 def test_scores_report_and_alignment(tmp_path):
-    from speechrnn.evaluate import score_utterances, write_report
+    from speechrnn.evaluate import score_utterances
+    from speechrnn.report import write_report
 
     scores = score_utterances(["a", "b", "c"], ["one two three", "four five", "six"],
                               ["one too three", "four five", "six six"], [0.9, 1.0, None])

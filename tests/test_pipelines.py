@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import ROOT
 
@@ -30,6 +31,22 @@ def test_run_py_evaluates_and_transcribes_a_trained_model(trained):
     assert {"test_greedy_wer", "test_beam_lm_wer", "test_greedy_cer"} <= set(metrics)
 
 
+def test_prepare_stage_loads_neither_tensorflow_nor_mlflow(trained):
+    """Preparing data is light: the stage imports neither TensorFlow nor MLflow."""
+    check = ("import runpy, sys\n"
+             f"sys.argv = ['run.py', '--config', {str(trained.config)!r}, '--stages', 'prepare',"
+             " '--quiet']\n"
+             "try:\n    runpy.run_path('pipelines/run.py', run_name='__main__')\n"
+             "except SystemExit as stop:\n    assert not stop.code, stop.code\n"
+             "heavy = sorted({'tensorflow', 'keras', 'mlflow'} & set(sys.modules))\n"
+             "print('heavy:', heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True,
+                          text=True, env=env_for(trained.uri))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already there" in proc.stdout and "heavy: []" in proc.stdout
+
+
+@pytest.mark.slow
 def test_mlflow_run_trains_through_the_mlproject(trained, tmp_path):
     config = yaml.safe_load(Path(trained.config).read_text())
     config["train"].update(epochs=1, workdir=str(tmp_path / "run"))

@@ -72,21 +72,24 @@ def talkative(trained, tmp_path):
     yet, and equal empty strings would prove little. Its weights are sharpened at random."""
     import numpy as np
 
+    from speechrnn.config import Config, TrackingConfig
     from speechrnn.model import load_model, save_model
-    from speechrnn.tracking import Tracker
+    from speechrnn.tracking import make_tracker
 
     model, features, alphabet, _ = load_model(trained.model_dir)
     rng = np.random.default_rng(0)
     model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype)
                        for w in model.get_weights()])
     path = save_model(tmp_path / "talkative", model, features, alphabet)
-    tracker = Tracker("speechrnn-talkative", trained.uri)
+    tracker = make_tracker(Config(name="talkative", tracking=TrackingConfig(uri=trained.uri)))
+    assert tracker.experiment == "speechrnn-talkative"
     tracker.start()
     info = tracker.log_model(path, "speechrnn-talkative")
     tracker.end()
     return path, f"models:/speechrnn-talkative/{info['version']}"
 
 
+@pytest.mark.slow
 def test_served_model_transcribes_audio_and_refuses_garbage(trained, talkative):
     from speechrnn.transcribe import Transcriber
 
@@ -124,6 +127,36 @@ def test_served_model_transcribes_audio_and_refuses_garbage(trained, talkative):
         server.stop()
 
 
+def test_logged_model_is_code_from_the_tracking_package_and_loads(trained, talkative):
+    """The model is MLflow "model from code": tracking/pyfunc.py copied beside MLmodel, the
+    speechrnn package (tracking subpackage included) as its code; loaded as MLflow loads it
+    to serve it, it transcribes as the library does."""
+    import mlflow
+    import pandas as pd
+    import yaml
+
+    from speechrnn.tracking import download_model, load_pyfunc
+    from speechrnn.transcribe import Transcriber
+
+    model_dir, model_uri = talkative
+    mlflow.set_tracking_uri(trained.uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert Path(flavor["model_code_path"]).name == "pyfunc.py" and (local / "pyfunc.py").exists()
+    code = local / flavor["code"] / "speechrnn"
+    assert (code / "tracking" / "pyfunc.py").exists() and (code / "transcribe.py").exists()
+    assert not (code / "mlflow_pyfunc.py").exists() and not (code / "tracking.py").exists()
+    assert sorted(p.name for p in download_model(model_uri, trained.uri).iterdir()) == \
+        sorted(p.name for p in Path(model_dir).iterdir())
+
+    path = read_manifest(trained.corpus / "test.jsonl")[0].audio
+    got = load_pyfunc(model_uri, trained.uri).predict(
+        pd.DataFrame({"audio": [Path(path).read_bytes()]}))
+    assert list(got.columns) == ["text", "confidence", "words", "error"]
+    assert got["text"][0] == Transcriber(model_dir).transcribe(path).text != ""
+    assert got["error"][0] == ""
+
+
 def chrome():
     """Headless Debian chromium driven by its chromedriver (never downloaded)."""
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -139,6 +172,7 @@ def chrome():
                             service=webdriver.ChromeService(executable_path=driver_path))
 
 
+@pytest.mark.slow
 def test_ui_shows_the_run_and_its_wer_in_a_real_browser(trained, tmp_path):
     import mlflow
     from selenium.webdriver.support.ui import WebDriverWait

@@ -109,6 +109,7 @@ def _wait_for(proc, pattern: str, timeout: float = 240):
     raise AssertionError(f"never saw {pattern!r}:\n{''.join(lines)}")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_the_same_run(corpus, tmp_path):
     config = write_config(tmp_path, corpus, train={"epochs": 4})
     proc = _run_cli(config)
@@ -132,6 +133,7 @@ def test_sigkill_mid_epoch_resumes_the_same_run(corpus, tmp_path):
     assert len(client.search_runs([run.info.experiment_id])) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_checkpoints_mid_epoch_and_resumes(corpus, tmp_path, sig):
     config = write_config(tmp_path, corpus, train={"epochs": 5},
@@ -257,9 +259,11 @@ def test_dev_wer_with_beam_search_and_the_training_transcripts_lm():
 
     from speechrnn.config import Config, EvalConfig, TrainConfig
     from speechrnn.dataset import Examples
+    from speechrnn.decoding import Decoding, DecodingOptions
+    from speechrnn.lm import WordLM
     from speechrnn.manifest import Utterance
     from speechrnn.text import Alphabet
-    from speechrnn.train import dev_lm, evaluate_examples
+    from speechrnn.train import evaluate_examples
 
     alphabet = Alphabet()
     spelled = [alphabet.encode(c)[0] if c != "_" else alphabet.blank for c in "t_w__ _o"]
@@ -283,14 +287,11 @@ def test_dev_wer_with_beam_search_and_the_training_transcripts_lm():
     examples = Examples(rows=[Utterance("x.wav", "two", 1.0, "s", "u")],
                         features=[np.zeros((len(spelled), 39), np.float32)],
                         labels=[np.array(alphabet.encode("two"), np.int32)])
-    train_rows = [Utterance("y.wav", text, 1.0, "s", f"t{i}")
-                  for i, text in enumerate(["two one", "one two", "two"])]
-    greedy_cfg = Config()
-    _, rates, _, extra = evaluate_examples(Fake, examples, greedy_cfg, alphabet,
-                                           dev_lm(greedy_cfg, train_rows))
+    train_texts = ["two one", "one two", "two"]
+    _, rates, _, extra = evaluate_examples(Fake, examples, Config(), alphabet, Decoding())
     assert rates.wer == 2.0 and extra is None  # "tw o": one substitution, one insertion
     cfg = Config(train=TrainConfig(dev_decoder="beam"),
                  eval=EvalConfig(lm_order=1, lm_weight=2.0, word_bonus=0.0))
-    _, rates, table, greedy = evaluate_examples(Fake, examples, cfg, alphabet,
-                                                dev_lm(cfg, train_rows))
+    beam = Decoding(DecodingOptions.from_eval(cfg.eval), WordLM.from_texts(train_texts, 1))
+    _, rates, table, greedy = evaluate_examples(Fake, examples, cfg, alphabet, beam)
     assert rates.wer == 0.0 and table[0].hypothesis == "two" and greedy.wer == 2.0

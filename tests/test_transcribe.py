@@ -12,40 +12,8 @@ import pytest
 from conftest import ROOT, bad_files, tone, write
 
 from speechrnn.audio import AudioError, load_audio, stream_audio
-from speechrnn.decoding import Word
 from speechrnn.manifest import read_manifest
-from speechrnn.transcribe import (
-    ChunkOptions,
-    Transcript,
-    chunks,
-    cues,
-    format_transcript,
-    snap_to_speech,
-)
-
-
-def bursts(seconds: float, every: float, rate: int = 16000) -> np.ndarray:
-    """Tone bursts separated by 0.3 s of near silence, one burst starting every ``every``."""
-    audio = np.full(int(seconds * rate), 1e-4, np.float32)
-    period, gap = int(every * rate), int(0.3 * rate)
-    for start in range(0, len(audio), period):
-        n = min(period - gap, len(audio) - start)
-        audio[start:start + n] = tone(n / rate, rate)[:n]
-    return audio
-
-
-def test_chunks_cut_in_pauses_and_lose_nothing():
-    rate, audio = 16000, bursts(95.0, every=2.7)
-    options = ChunkOptions(max_chunk_s=20.0, min_chunk_s=8.0)
-    blocks = np.array_split(audio, 13)  # uneven blocks, as a stream delivers them
-    pieces = list(chunks(blocks, rate, options))
-    assert np.array_equal(np.concatenate([c for _, c in pieces]), audio)
-    assert [o for o, _ in pieces] == list(np.cumsum([0] + [len(c) for _, c in pieces[:-1]]))
-    for offset, chunk in pieces[:-1]:
-        assert 8.0 * rate <= len(chunk) <= 20.0 * rate
-        cut = offset + len(chunk)
-        assert np.abs(audio[cut - 800:cut + 800]).max() < 1e-3  # in a pause, not a burst
-    assert len(list(chunks([audio[:rate]], rate, options))) == 1  # short: one chunk
+from speechrnn.segment import ChunkOptions
 
 
 def test_stream_audio_matches_whole_file_decoding(tmp_path):
@@ -59,37 +27,6 @@ def test_stream_audio_matches_whole_file_decoding(tmp_path):
     assert np.abs(streamed[:n] - whole[:n]).max() < 2e-3
     with pytest.raises(AudioError, match="file not found"):
         next(stream_audio(tmp_path / "missing.wav"))
-
-
-def test_snap_moves_word_edges_to_the_sound():
-    rate = 16000
-    audio = np.full(rate * 2, 1e-4, np.float32)
-    audio[int(0.50 * rate):int(0.90 * rate)] = tone(0.4, rate)  # the word sounds 0.50-0.90
-    hyp = Transcript("x", (Word("x", 0.6, 0.7, 1.0),), 1.0)
-    (w,) = snap_to_speech(hyp, audio, rate).words
-    assert abs(w.start - 0.5) <= 0.011 and abs(w.end - 0.9) <= 0.011
-    # never more than max_shift, never into a neighbour
-    two = Transcript("x y", (Word("x", 0.6, 0.65, 1.0), Word("y", 0.8, 0.85, 1.0)), 1.0)
-    a, b = snap_to_speech(two, audio, rate, max_shift=0.1).words
-    assert a.end <= b.start and a.start >= 0.5 and b.end <= 0.9
-
-
-def test_cues_and_formats():
-    words = (Word("one", 0.5, 0.9, 0.9), Word("two", 1.0, 1.4, 0.8),
-             Word("three", 3.0, 3.5, 0.7))
-    t = Transcript("one two three", words, 0.8, 4.0, "a.wav")
-    assert cues(words) == [(0.5, 1.4, "one two"), (3.0, 3.5, "three")]  # split at the pause
-    assert len(cues(words, max_words=1)) == 3
-    srt = format_transcript(t, "srt")
-    assert srt.startswith("1\n00:00:00,500 --> 00:00:01,400\none two\n\n2\n00:00:03,000")
-    vtt = format_transcript(t, "vtt")
-    assert vtt.startswith("WEBVTT\n\n00:00:00.500 --> 00:00:01.400\none two\n")
-    data = json.loads(format_transcript(t, "json"))
-    assert data["file"] == "a.wav" and data["words"][2] == {
-        "word": "three", "start": 3.0, "end": 3.5, "confidence": 0.7}
-    assert format_transcript(t, "txt") == "one two three\n"
-    with pytest.raises(ValueError, match="unknown output format"):
-        format_transcript(t, "doc")
 
 
 def test_transcribe_inputs_backends_and_long_audio(trained):

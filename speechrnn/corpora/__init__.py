@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from ..config import DataConfig
+from ..errors import InputError, NotFoundError
 from .fsdd import import_fsdd
 from .importer import ImportOptions, ImportResult, Rejected, split_by_speaker, validate
 from .kaldi import import_kaldi
@@ -28,10 +30,10 @@ IMPORTERS: dict[str, Callable[[Path, ImportOptions], ImportResult]] = {
 def import_corpus(kind: str, source: str | Path, options: ImportOptions) -> ImportResult:
     """Import ``source`` with the importer named ``kind`` (a key of ``IMPORTERS``)."""
     if kind not in IMPORTERS:
-        raise ValueError(f"unknown corpus kind {kind!r}; choose from {', '.join(IMPORTERS)}")
+        raise InputError(f"unknown corpus kind {kind!r}; choose from {', '.join(IMPORTERS)}")
     source = Path(source)
     if not source.exists():
-        raise FileNotFoundError(f"{source}: corpus source not found")
+        raise NotFoundError(f"{source}: corpus source not found")
     return IMPORTERS[kind](source, options)
 
 
@@ -44,19 +46,8 @@ def resolve_source(source: str, corpora: str | Path | None = None) -> Path:
     root = corpora or os.environ.get("SPEECHRNN_CORPORA")
     if root and (Path(root) / source).exists():
         return Path(root) / source
-    raise FileNotFoundError(f"{source}: corpus source not found (give a path, or set "
+    raise NotFoundError(f"{source}: corpus source not found (give a path, or set "
                             "--corpora / SPEECHRNN_CORPORA to the folder that holds it)")
-
-
-def synth_extra_manifest(cfg) -> Path:
-    """Where ``data.synth_extra`` synthetic training utterances are written."""
-    return Path(cfg.out) / "synth-extra" / "train.jsonl"
-
-
-def training_manifests(cfg) -> list[Path]:
-    """Every manifest a ``DataConfig`` trains on: its train split, extras, synthetic extras."""
-    paths = [Path(cfg.out) / f"{cfg.train}.{cfg.format}", *map(Path, cfg.extra_train)]
-    return paths + ([synth_extra_manifest(cfg)] if cfg.synth_extra else [])
 
 
 def _up_to_date(stamp: Path, settings: dict) -> bool:
@@ -67,16 +58,20 @@ def _up_to_date(stamp: Path, settings: dict) -> bool:
         return False
 
 
-def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
-                 progress: bool | None = None) -> ImportResult | None:
-    """Build the manifests ``cfg`` (a ``DataConfig``) names, unless they are already there,
-    built with the same settings (``prepared.json`` beside them records those).
+def prepare_data(cfg: DataConfig, corpora: str | Path | None = None, force: bool = False,
+                 progress: bool | None = None,
+                 ctc_frames_per_second: float = ImportOptions.ctc_frames_per_second,
+                 ) -> ImportResult | None:
+    """Build the manifests ``cfg`` names, unless they are already there, built with the
+    same settings (``prepared.json`` beside them records those). Transcripts must fit their
+    audio at ``ctc_frames_per_second`` (``Config.ctc_frames_per_second``).
 
     Returns the import result, or None when every manifest was already there.
     """
     out = Path(cfg.out)
     settings = {k: v for k, v in asdict(cfg).items()
                 if k not in ("out", "cache", "extra_train") and not k.startswith("synth_extra")}
+    settings["ctc_frames_per_second"] = ctc_frames_per_second
     extra = {"synth_extra": cfg.synth_extra, "digit_share": cfg.synth_extra_digit_share,
              "seed": cfg.seed}
     if cfg.synth_extra_joined:
@@ -84,26 +79,29 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
     options = ImportOptions(out=out, format=cfg.format, seed=cfg.seed,
                             test_speakers=tuple(cfg.test_speakers),
                             dev_speakers=tuple(cfg.dev_speakers),
-                            dev_fraction=cfg.dev_fraction, progress=progress)
-    extra_stamp = synth_extra_manifest(cfg).parent / "prepared.json"
-    if cfg.synth_extra and (force or not synth_extra_manifest(cfg).exists()
+                            dev_fraction=cfg.dev_fraction, progress=progress,
+                            ctc_frames_per_second=ctc_frames_per_second)
+    extra_manifest = cfg.synth_extra_manifest()
+    extra_stamp = extra_manifest.parent / "prepared.json"
+    if cfg.synth_extra and (force or not extra_manifest.exists()
                             or not _up_to_date(extra_stamp, extra)):
-        extra_options = replace(options, out=synth_extra_manifest(cfg).parent, format="jsonl")
+        extra_options = replace(options, out=extra_manifest.parent, format="jsonl")
         if cfg.synth_extra_joined:
             make_joined_digits(extra_options, cfg.synth_extra, bandwidth_rate=cfg.synth_extra_rate,
                                perturb=cfg.perturb)
         else:
             make_synth_corpus(extra_options, cfg.synth_extra, 0, 0, cfg.synth_extra_digit_share)
         extra_stamp.write_text(json.dumps(extra))
-    wanted = [out / f"{name}.{cfg.format}" for name in (cfg.train, cfg.dev, cfg.test)]
+    wanted = [cfg.manifest(split) for split in ("train", "dev", "test")]
     if not force and all(p.exists() for p in wanted) and \
             _up_to_date(out / "prepared.json", settings):
         return None
     if cfg.kind == "synth":
-        result = make_synth_corpus(options, cfg.synth_train, cfg.synth_dev, cfg.synth_test)
+        result = make_synth_corpus(options, cfg.synth_train, cfg.synth_dev, cfg.synth_test,
+                                   cfg.synth_digit_share)
     else:
         if cfg.source is None:
-            raise ValueError(f"data.source is required for data.kind={cfg.kind}")
+            raise InputError(f"data.source is required for data.kind={cfg.kind}")
         source = resolve_source(cfg.source, corpora)
         if cfg.kind == "fsdd":
             result = import_fsdd(source, options, per_speaker=cfg.per_speaker,
@@ -116,5 +114,4 @@ def prepare_data(cfg, corpora: str | Path | None = None, force: bool = False,
 
 __all__ = ["IMPORTERS", "ImportOptions", "ImportResult", "Rejected", "SynthError",
            "import_corpus", "make_joined_digits", "make_synth_corpus", "prepare_data",
-           "resolve_source", "split_by_speaker", "synth_extra_manifest", "training_manifests",
-           "validate"]
+           "resolve_source", "split_by_speaker", "validate"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE, load_audio, save_audio
+from ..errors import InputError, NotFoundError
 from ..manifest import Utterance
 from ..progress import parallel_map
 from .importer import ImportOptions, ImportResult, Rejected, validate, write_result
@@ -41,7 +42,7 @@ def scan(source: Path, rejected: list[Rejected]) -> list[Utterance]:
         rows.append(Utterance(audio=str(path), text=DIGITS[int(m.group(1))], duration=0.0,
                               speaker=m.group(2), id=path.stem))
     if not rows:
-        raise FileNotFoundError(f"{source}: no FSDD recordings "
+        raise NotFoundError(f"{source}: no FSDD recordings "
                                 "({digit}_{speaker}_{take}.wav)")
     return rows
 
@@ -141,13 +142,13 @@ def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300,
     speakers = sorted(by_speaker)
     unknown = set(options.test_speakers + options.dev_speakers) - set(speakers)
     if unknown:
-        raise ValueError(f"unknown FSDD speaker(s) {sorted(unknown)}; found {speakers}")
+        raise InputError(f"unknown FSDD speaker(s) {sorted(unknown)}; found {speakers}")
     rng = np.random.default_rng(options.seed)
     test = list(options.test_speakers) or [speakers[int(rng.integers(len(speakers)))]]
     dev = list(options.dev_speakers)
     train = [s for s in speakers if s not in test and s not in dev]
     if not train:
-        raise ValueError("no FSDD speaker is left for training")
+        raise InputError("no FSDD speaker is left for training")
     pools: dict[tuple[str, str], list[Utterance]] = {}
     for s in train:
         pools["train", s] = [r for r in by_speaker[s] if dev or _take(r) % 10 != 9]

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
-from ..manifest import Utterance, write_manifest
+from ..config import Config
+from ..errors import InputError
+from ..manifest import Utterance, manifest_path, write_manifest
 from ..progress import parallel_map
 from ..text import DEFAULT_CHARACTERS, Alphabet, TextError, ctc_min_frames, normalize_text
 
@@ -29,18 +31,15 @@ class ImportOptions:
     seed: int = 0
     characters: str = DEFAULT_CHARACTERS
     digits: str = "spell"  # how digits in transcripts are handled: spell | reject
-    hop_ms: float = 10.0  # feature frame hop ...
-    subsampling: int = 3  # ... and the model's time subsampling: CTC frames per second
+    # output frames per second of the model that will train on it: which transcripts fit
+    # their audio under CTC (Config.ctc_frames_per_second; the default model's here)
+    ctc_frames_per_second: float = Config().ctc_frames_per_second
     workers: int = 2
     test_speakers: tuple[str, ...] = ()
     dev_speakers: tuple[str, ...] = ()
     test_fraction: float | None = None  # of speakers, when the corpus has no split of its own
     dev_fraction: float | None = None
     progress: bool | None = None
-
-    @property
-    def ctc_frames_per_second(self) -> float:
-        return 1000.0 / self.hop_ms / self.subsampling
 
 
 @dataclass
@@ -142,7 +141,7 @@ def split_by_speaker(rows: list[Utterance], options: ImportOptions, has_test: bo
     rng = random.Random(options.seed)
     unknown = set(options.test_speakers + options.dev_speakers) - set(speakers)
     if unknown:
-        raise ValueError(f"unknown speaker(s): {', '.join(sorted(unknown))}; "
+        raise InputError(f"unknown speaker(s): {', '.join(sorted(unknown))}; "
                          f"this corpus has {', '.join(speakers[:20])}")
     test = list(options.test_speakers)
     if not test and not has_test:
@@ -176,7 +175,7 @@ def finish(candidates: dict[str, list[Utterance]], options: ImportOptions,
 
 def write_result(result: ImportResult, options: ImportOptions) -> ImportResult:
     for name, rows in result.manifests.items():
-        result.files[name] = write_manifest(result.out / f"{name}.{options.format}", rows)
+        result.files[name] = write_manifest(manifest_path(result.out, name, options.format), rows)
     report = result.out / "rejected.tsv"
     with report.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")

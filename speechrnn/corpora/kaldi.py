@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import NotFoundError
 from ..manifest import Utterance
 from .importer import ImportOptions, ImportResult, Rejected, finish
 
@@ -71,7 +72,7 @@ def import_kaldi(source: Path, options: ImportOptions) -> ImportResult:
     dirs = [source] if (source / "wav.scp").is_file() else sorted(
         p for p in source.iterdir() if (p / "wav.scp").is_file())
     if not dirs:
-        raise FileNotFoundError(f"{source}: no Kaldi data directory (a folder with wav.scp)")
+        raise NotFoundError(f"{source}: no Kaldi data directory (a folder with wav.scp)")
     rejected: list[Rejected] = []
     groups = {d.name: read_data_dir(d, rejected) for d in dirs}
     return finish(groups, options, rejected)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import NotFoundError
 from ..manifest import Utterance
 from .importer import ImportOptions, ImportResult, Rejected, finish
 
@@ -34,7 +35,7 @@ def import_librispeech(source: Path, options: ImportOptions) -> ImportResult:
         subsets = sorted(p for p in source.iterdir()
                          if p.is_dir() and any(p.glob("*/*/*.trans.txt")))
     if not subsets:
-        raise FileNotFoundError(f"{source}: no LibriSpeech subset (<speaker>/<chapter>/"
+        raise NotFoundError(f"{source}: no LibriSpeech subset (<speaker>/<chapter>/"
                                 "*.trans.txt) found")
     rejected: list[Rejected] = []
     groups = {s.name: read_subset(s, rejected) for s in subsets}

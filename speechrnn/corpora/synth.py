@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio, save_audio
+from ..config import DataConfig
+from ..errors import SpeechRNNError
 from ..manifest import Utterance
 from ..progress import parallel_map
 from .fsdd import DIGITS, connected
 from .importer import ImportOptions, ImportResult, Rejected, finish
 
 
-class SynthError(RuntimeError):
+class SynthError(SpeechRNNError, RuntimeError):
     """Synthesis cannot run (no engine installed) or an engine failed."""
 
 
@@ -128,8 +130,9 @@ def _plan(split: str, count: int, voices: list[Voice], texts: list[str],
     return plans
 
 
-def make_synth_corpus(options: ImportOptions, train: int = 1200, dev: int = 120,
-                      test: int = 200, digit_share: float = 0.4) -> ImportResult:
+def make_synth_corpus(options: ImportOptions, train: int = DataConfig.synth_train,
+                      dev: int = DataConfig.synth_dev, test: int = DataConfig.synth_test,
+                      digit_share: float = DataConfig.synth_digit_share) -> ImportResult:
     """Synthesise train/dev/test manifests and audio under ``options.out``."""
     engines = required_engines()
     voices = split_voices(engines)

@@ -12,6 +12,7 @@ import csv
 import json
 from pathlib import Path
 
+from ..errors import InputError, NotFoundError
 from ..manifest import Utterance
 from .importer import ImportOptions, ImportResult, Rejected, finish, split_by_speaker
 
@@ -91,7 +92,7 @@ def import_tables(tables: list[Path], audio_root: Path | None, options: ImportOp
                 unsplit.append(row)
     if unsplit:
         if groups:
-            raise ValueError("some tables name their split and others do not; import them "
+            raise InputError("some tables name their split and others do not; import them "
                              "separately")
         groups = split_by_speaker(unsplit, options)
     elif options.dev_speakers or options.dev_fraction or options.test_speakers:
@@ -108,7 +109,7 @@ def _tables_in(source: Path) -> list[Path]:
     found = sorted(p for p in source.iterdir()
                    if p.suffix.lower() in (".tsv", ".csv", ".jsonl") and p.is_file())
     if not found:
-        raise FileNotFoundError(f"{source}: no .tsv, .csv or .jsonl table found")
+        raise NotFoundError(f"{source}: no .tsv, .csv or .jsonl table found")
     return found
 
 
@@ -121,7 +122,7 @@ def import_speechocean762(source: Path, options: ImportOptions) -> ImportResult:
     """speechocean762 as laid out in the shared corpora: ``manifest.tsv`` with a split column."""
     table = source / "manifest.tsv"
     if not table.is_file():
-        raise FileNotFoundError(f"{source}: no manifest.tsv (expected the speechocean762 "
+        raise NotFoundError(f"{source}: no manifest.tsv (expected the speechocean762 "
                                 "layout: manifest.tsv and audio/SPEAKERxxxx/*.flac)")
     return import_tables([table], source, options)
 
@@ -131,9 +132,9 @@ def import_commonvoice(source: Path, options: ImportOptions) -> ImportResult:
     tables = [source / f"{s}.tsv" for s in ("train", "dev", "test")
               if (source / f"{s}.tsv").is_file()]
     if not tables:
-        raise FileNotFoundError(f"{source}: no train.tsv, dev.tsv or test.tsv (Common Voice "
+        raise NotFoundError(f"{source}: no train.tsv, dev.tsv or test.tsv (Common Voice "
                                 "layout)")
     clips = source / "clips"
     if not clips.is_dir():
-        raise FileNotFoundError(f"{source}: no clips/ folder (Common Voice layout)")
+        raise NotFoundError(f"{source}: no clips/ folder (Common Voice layout)")
     return import_tables(tables, clips, options)

@@ -7,7 +7,11 @@ end, confidence}) and ``error`` ("" or why that item could not be transcribed). 
 among good ones is reported in its row and the others are transcribed; when no item can be
 transcribed the request fails with MLflow's 400 "invalid parameter value" and the reason.
 The trained model directory travels as the artifact ``model_dir``; nothing is unpickled.
-Kept apart from tracking.py so that importing the library never defines or registers it.
+
+MLflow copies this file into the logged model and runs it from there (``registry.log_pyfunc``
+passes its path as ``python_model``), with the ``speechrnn`` package beside it as code;
+hence absolute imports only. Nothing in the library imports it: importing the library never
+defines or registers the model.
 """
 
 import base64

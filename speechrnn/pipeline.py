@@ -1,0 +1,183 @@
+"""The pipeline as a library: prepare -> train -> evaluate -> transcribe.
+
+    from speechrnn import pipeline
+    from speechrnn.config import load_pipeline_config
+
+    cfg = load_pipeline_config("pipelines/configs/synth.yaml", ["train.epochs=5"])
+    pipeline.prepare(cfg)                  # manifests: imported or synthesised, once
+    result = pipeline.train(cfg)           # trains or resumes; tracked unless switched off
+    report = pipeline.evaluate(result.model_dir, cfg.data.manifest("test"),
+                               pipeline.recipe_decoding(cfg, "beam"))
+    for t in pipeline.transcribe(result.model_dir, ["a.wav", "b.flac"]):
+        print(t.source, t.text)
+
+The ``speechrnn`` command, ``pipelines/run.py`` and ``bench/`` all call these functions.
+Importing this module loads neither TensorFlow nor MLflow: each stage loads what it needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import AUDIO_SUFFIXES, AudioError
+from .config import Config
+from .decoding import Decoding
+from .evaluate import ErrorRates, UtteranceScore
+
+__all__ = ["Decoding", "Report", "evaluate", "find_audio", "load", "prepare",
+           "recipe_decoding", "train", "transcribe"]
+
+
+def prepare(cfg: Config, corpora: str | Path | None = None, force: bool = False,
+            progress: bool | None = None):
+    """Build the manifests ``cfg.data`` names (import a corpus, or synthesise one), unless
+    they are already there and built with the same settings. Returns the import result,
+    or None when nothing had to be built. ``corpora``: the folder that holds the corpora
+    (else ``$SPEECHRNN_CORPORA``)."""
+    from .corpora import prepare_data
+
+    return prepare_data(cfg.data, corpora, force=force, progress=progress,
+                        ctc_frames_per_second=cfg.ctc_frames_per_second)
+
+
+def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool | None = None,
+          tracker=None):
+    """Train (or resume) the model ``cfg`` describes; a :class:`speechrnn.train.TrainResult`.
+    Tracked in MLflow when ``tracking.enabled`` and ``track`` (or into ``tracker``)."""
+    from .tracking import make_tracker
+    from .train import train as run
+
+    return run(cfg, tracker or make_tracker(cfg, enabled=track), fresh=fresh,
+               progress=progress)
+
+
+def recipe_decoding(cfg: Config, method: str = "beam") -> Decoding:
+    """How a recipe's evaluate stage decodes: ``greedy``, or ``beam`` with the width, LM
+    weight and word bonus of its ``eval`` section and a word LM of its training
+    transcripts."""
+    return Decoding.for_recipe(cfg, method)
+
+
+def load(model, decoding: Decoding | None = None, backend: str = "auto"):
+    """A :class:`speechrnn.transcribe.Transcriber` for a model directory, a
+    ``runs:/<run_id>/model`` or ``models:/<name>/<version>`` URI, or a config (its trained
+    model); a ready transcriber is returned as it is."""
+    from .transcribe import Transcriber, load_model
+
+    if isinstance(model, Transcriber):
+        return model
+    if isinstance(model, Config):
+        model = model.model_dir
+    decoding = decoding or Decoding()
+    return load_model(model, backend=backend, options=decoding.options, lm=decoding.lm)
+
+
+@dataclass
+class Report:
+    """An evaluation: corpus error rates, a score per utterance, and the files written."""
+
+    model: str
+    manifest: str
+    decoding: Decoding
+    backend: str
+    rates: ErrorRates
+    scores: list[UtteranceScore]
+    files: list[Path] = field(default_factory=list)
+    run_id: str | None = None
+
+    def summary(self) -> dict:
+        """What ``summary.json`` and ``speechrnn evaluate`` print."""
+        out = {"model": self.model, "manifest": self.manifest,
+               "decoder": self.decoding.options.method,
+               "beam_width": self.decoding.options.beam_width,
+               "lm": self.decoding.lm is not None, "backend": self.backend,
+               **self.rates.as_dict()}
+        return {**out, "run_id": self.run_id} if self.run_id else out
+
+
+def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
+             out: str | Path | None = None, run_id: str | None = None,
+             name: str | None = None, backend: str = "auto",
+             progress: bool | None = None) -> Report:
+    """WER and CER of ``model`` (as :func:`load` takes it) on a manifest.
+
+    ``out``: write the report there (utterances.csv, alignment.txt, word_errors.csv,
+    summary.json). ``run_id``: also log the rates as ``<name>_<decoding>_<rate>`` metrics
+    and the report as artifacts to that MLflow run (``name`` defaults to the manifest's)."""
+    from .evaluate import evaluate_model
+    from .manifest import read_manifest
+    from .report import write_report
+
+    decoding = decoding or Decoding()
+    transcriber = load(model, decoding, backend)
+    rates, scores = evaluate_model(transcriber, read_manifest(manifest), progress=progress)
+    report = Report(str(model.model_dir if isinstance(model, Config) else model),
+                    str(manifest), decoding, transcriber.backend, rates, scores,
+                    run_id=run_id)
+    if out is None and run_id:
+        import tempfile
+
+        out = tempfile.mkdtemp(prefix="speechrnn-eval-")
+    if out is not None:
+        report.files = write_report(Path(out), report.summary(), scores)
+    if run_id:
+        from .tracking import log_to_run
+
+        tag = f"{name or Path(manifest).stem}_{decoding.name}"
+        log_to_run(run_id, {f"{tag}_{k}": getattr(rates, k) for k in
+                            ("wer", "cer", "substitutions", "deletions", "insertions")},
+                   report.files, f"evaluation/{tag}")
+    return report
+
+
+def find_audio(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Audio files named, found in folders (recursively) or matched by glob patterns; and
+    a line for each path that gave none."""
+    import glob
+
+    files, missing = [], []
+    for p in map(str, paths):
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
+            why = "no audio files in this folder"
+        elif not path.exists() and any(c in p for c in "*?["):
+            found = sorted(Path(f) for f in glob.glob(p, recursive=True) if Path(f).is_file())
+            why = "no file matches this pattern"
+        else:
+            found, why = [path], ""  # a missing file is reported when it is read
+        files += found
+        if not found:
+            missing.append(f"{p}: {why}")
+    return files, missing
+
+
+def transcribe(model, sources: Iterable, decoding: Decoding | None = None, *,
+               backend: str = "auto", progress: bool | None = None,
+               on_error: Callable[[AudioError], None] | None = None,
+               ) -> Iterator:
+    """Transcribe audio files (or bytes) one by one with ``model`` (as :func:`load` takes
+    it), yielding a :class:`speechrnn.transcribe.Transcript` for each. An input that cannot
+    be read is passed to ``on_error`` (default: one line on stderr) and skipped; the rest
+    go on. Several inputs show a bar of files done; one long file a bar of its audio."""
+    from .progress import progress_bar
+
+    transcriber = load(model, decoding, backend)
+    sources = list(sources)
+    single = len(sources) == 1
+    with progress_bar(len(sources), "transcribing", False if single else progress) as bar:
+        for source in sources:
+            try:
+                result = transcriber.transcribe(source, progress=progress if single else False)
+            except AudioError as err:
+                if on_error is None:
+                    bar.write(f"speechrnn: error: {err}", file=sys.stderr)
+                else:
+                    on_error(err)
+                bar.update(1)
+                continue
+            yield result
+            bar.update(1)

@@ -1,0 +1,103 @@
+"""Logged models: how a trained model directory becomes an MLflow model, and how an MLflow
+model is found again (served, downloaded, loaded).
+
+The logged model is an MLflow "model from code" (``pyfunc.py`` beside this file): its
+``predict`` takes a DataFrame with a binary ``audio`` column (any file libsndfile reads,
+any length) and returns the transcripts; loading it runs no pickle. The whole ``speechrnn``
+package travels with it (``code_paths``), pinned requirements describe its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from . import tracking_uri
+
+TRACKING_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = TRACKING_DIR.parent  # speechrnn/: the code the logged model runs
+MODEL_CODE = TRACKING_DIR / "pyfunc.py"
+# What the served model needs; pinned to the versions it was trained with.
+MODEL_REQUIREMENTS = ("tensorflow", "keras", "librosa", "soundfile", "soxr", "numpy", "pyyaml",
+                      "tqdm", "threadpoolctl", "jiwer", "mlflow")
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("binary", "audio")]),
+                           outputs=Schema([ColSpec("string", "text"),
+                                           ColSpec("double", "confidence"),
+                                           ColSpec("string", "words"),
+                                           ColSpec("string", "error")]))
+
+
+def pinned_requirements() -> list[str]:
+    """:data:`MODEL_REQUIREMENTS` at the versions installed here (unpinned if absent)."""
+    out = []
+    for name in MODEL_REQUIREMENTS:
+        try:
+            out.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def log_pyfunc(model_dir: Path, registered_name: str | None = None):
+    """Log ``model_dir`` to the active run as the model ``model`` (from code: ``pyfunc.py``,
+    with the ``speechrnn`` package beside it); register it as ``registered_name`` when
+    given. Returns MLflow's ``ModelInfo``."""
+    with warnings.catch_warnings():
+        # our signature is explicit; an input example would be a whole audio file
+        warnings.filterwarnings("ignore", message=".*(type hints|input example).*")
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts={"model_dir": str(model_dir)},
+            code_paths=[str(PACKAGE_DIR)],
+            signature=SIGNATURE,
+            pip_requirements=pinned_requirements(),
+            registered_model_name=registered_name or None,
+        )
+
+
+def served_model_uri(model: str) -> str:
+    """The MLflow model to serve for a ``runs:/``/``models:/`` URI, a logged MLflow model
+    folder, or a trained model directory (which remembers the run that logged it)."""
+    if model.startswith(("runs:/", "models:/")):
+        return model
+    path = Path(model)
+    if (path / "MLmodel").exists():
+        return str(path.resolve())
+    info = path / "mlflow.json"
+    if info.exists():
+        uri = json.loads(info.read_text()).get("model_uri")
+        if uri:
+            return uri
+    raise FileNotFoundError(f"{model}: not an MLflow model; pass runs:/<run_id>/model, "
+                            "models:/<name>/<version>, or a model directory trained with "
+                            "tracking on")
+
+
+def download_model(model_uri: str, uri: str | None = None) -> Path:
+    """The model directory inside a logged MLflow model (``runs:/<run_id>/model``,
+    ``models:/<name>/<version>``), downloaded to a local folder."""
+    import yaml
+
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except mlflow.exceptions.MlflowException as err:
+        raise FileNotFoundError(f"{model_uri}: {err.message.splitlines()[0]}") from None
+    try:
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        return local / flavor["artifacts"]["model_dir"]["path"]
+    except (FileNotFoundError, KeyError, TypeError):
+        raise FileNotFoundError(f"{model_uri}: not a speechrnn MLflow model") from None
+
+
+def load_pyfunc(model_uri: str, uri: str | None = None):
+    """The logged model, loaded as MLflow loads it to serve it."""
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    return mlflow.pyfunc.load_model(model_uri)
