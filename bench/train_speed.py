@@ -2,11 +2,15 @@
 
     python bench/train_speed.py [--manifest M | --corpora DIR] [--batches 12] [--json OUT]
 
-Runs the default model and its stride-1 variant (no time subsampling), each in its own
-process so that each peak RSS is its own. Input: the first 400 utterances of the
-speechocean762 train set (real speech, 1.9-8 s), else a manifest you name. Each variant
-trains ``--batches`` batches after 3 warm-up batches (graph tracing), with the thread
-settings training uses. Target: >= 60 audio-s/s for the default model on 2 cores.
+Runs the default model, its stride-1 variant (no time subsampling) and the default model
+with the other LSTM implementation (``model.lstm_impl``: the default, ``auto``, is ``scan``
+without a GPU and ``keras``, i.e. cuDNN, with one; the third row is the other one), each
+in its own process so that each peak RSS is its own. Each row says which LSTM
+implementation ran and on which device (GPU when the weights lived on one). Input: the
+first 400 utterances of the speechocean762 train set (real speech, 1.9-8 s), else a
+manifest you name. Each variant trains ``--batches`` batches after 3 warm-up batches
+(graph tracing), with the thread settings training uses. Target: >= 60 audio-s/s for the
+default model on 2 cores.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import print_table, write_report  # noqa: E402
 
 TARGET = 60.0
-VARIANTS = {"default (stride 3)": [], "stride 1": ["model.subsampling=1"]}
+VARIANTS = {"default (stride 3)": [], "stride 1": ["model.subsampling=1"],
+            # the default model with the implementation that "auto" did not pick
+            "default, scan LSTM": ["model.lstm_impl=scan"],
+            "default, keras LSTM": ["model.lstm_impl=keras"]}
 
 
 def measure(manifest: Path, overrides: list[str], batches: int, limit: int) -> dict:
@@ -57,9 +64,25 @@ def measure(manifest: Path, overrides: list[str], batches: int, limit: int) -> d
         steps.train_batch(batch)
         audio += float(batch["feature_lengths"].numpy().sum()) / cfg.features.frames_per_second
     seconds = time.perf_counter() - start
-    return {"audio_s_per_s": round(audio / seconds, 1), "batches": batches,
+    import tensorflow as tf
+
+    on_gpu = "GPU" in getattr(model.trainable_variables[0].value, "device", "").upper()
+    return {"lstm_impl": model.lstm_impl, "gpu": on_gpu, "device": "GPU" if on_gpu else "CPU",
+            "gpus_visible": len(tf.config.list_physical_devices("GPU")),
+            "audio_s_per_s": round(audio / seconds, 1), "batches": batches,
             "audio_seconds": round(audio, 1), "parameters": model.count_params(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def run_variant(manifest: Path, name: str, args) -> dict | None:
+    """One variant in its own process: its result row, or None (its error printed)."""
+    proc = subprocess.run([sys.executable, __file__, "--manifest", str(manifest),
+                           "--batches", str(args.batches), "--limit", str(args.limit),
+                           "--variant", name], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return None
+    return {"model": name, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 def default_manifest(corpora: Path) -> Path:
@@ -89,24 +112,29 @@ def main(argv=None) -> int:
         return 0
     manifest = args.manifest or default_manifest(args.corpora)
     results = []
-    for name in VARIANTS:
-        proc = subprocess.run([sys.executable, __file__, "--manifest", str(manifest),
-                               "--batches", str(args.batches), "--limit", str(args.limit),
-                               "--variant", name], capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
+    names = ["default (stride 3)", "stride 1"]
+    for name in names:
+        result = run_variant(manifest, name, args)
+        if result is None:
             return 1
-        results.append({"model": name, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        results.append(result)
+        if name == "default (stride 3)":  # then the implementation "auto" did not pick
+            names.append("default, keras LSTM" if result["lstm_impl"] == "scan"
+                         else "default, scan LSTM")
     default = results[0]["audio_s_per_s"]
+    speed = {r["lstm_impl"]: r["audio_s_per_s"] for r in (results[0], results[2])}
     report = {"benchmark": "train_speed", "input": str(manifest), "batch_size": 16,
               "results": results, "target_audio_s_per_s": TARGET,
+              "gpu": results[0]["gpu"], "default_lstm_impl": results[0]["lstm_impl"],
               "stride3_over_stride1": round(default / results[1]["audio_s_per_s"], 2),
+              "keras_over_scan": round(speed["keras"] / speed["scan"], 2),
               "meets_target": default >= TARGET}
     print(f"training speed, batch 16, on {manifest}")
-    print_table([("model", "model", 22), ("parameters", "params", 12),
-                 ("audio_s_per_s", "audio-s/s", 12), ("peak_rss_mb", "peak RSS MB", 13)],
-                results)
+    print_table([("model", "model", 22), ("lstm_impl", "lstm", 7), ("device", "device", 8),
+                 ("parameters", "params", 12), ("audio_s_per_s", "audio-s/s", 12),
+                 ("peak_rss_mb", "peak RSS MB", 13)], results)
     print(f"stride 3 / stride 1: {report['stride3_over_stride1']:.2f}x   "
+          f"keras LSTM / scan LSTM: {report['keras_over_scan']:.2f}x   "
           f"(target: default >= {TARGET:.0f} audio-s/s)")
     write_report(args.json, report)
     return 0

@@ -3,7 +3,9 @@
 - :class:`TrainState`: where training is (epoch, batch, partial sums), the best epoch so
   far, the history of epoch metrics and the MLflow run id;
 - :class:`Checkpointer`: ``<workdir>/checkpoints/last`` holds the weights, the optimizer
-  (and weight-average) variables and the state, replaced atomically;
+  (and weight-average) variables and the state, replaced atomically; weights are kept by
+  position, so a run resumes whichever LSTM implementation (scan on CPU, cuDNN on GPU)
+  or strategy it continues on; only the chief of a cluster writes;
 - :class:`StopFlag`: SIGINT/SIGTERM become a flag checked between batches, so the batch in
   flight finishes and a checkpoint is written before the process exits;
 - :func:`config_digest`: what must not change under a resumed run.
@@ -56,17 +58,20 @@ class TrainState:
 
 class Checkpointer:
     """``<dir>/last``: weights, optimizer (and weight-average) variables and state,
-    replaced atomically."""
+    replaced atomically. ``writer=False`` (a worker that is not the chief): reads only."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, writer: bool = True):
         self.dir = Path(directory)
+        self.writer = writer
 
     def save(self, model, variables, state: TrainState) -> None:
+        if not self.writer:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        model.save_weights(tmp / "model.weights.h5")
+        np.savez(tmp / "weights.npz", *[v.numpy() for v in model.weights])
         np.savez(tmp / "optimizer.npz", *[v.numpy() for v in variables])
         (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
         last, old = self.dir / "last", self.dir / "old"
@@ -86,18 +91,24 @@ class Checkpointer:
                     raise TrainError(f"{self.dir.parent} holds a run of a different "
                                      "configuration; pass --fresh to start over, or set "
                                      "train.workdir to another folder")
-                model.load_weights(path / "model.weights.h5")
-                with np.load(path / "optimizer.npz") as saved:
-                    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-                if len(values) != len(variables):
-                    raise TrainError(f"{path}: optimizer state does not match the model")
-                for var, value in zip(variables, values):
-                    var.assign(value)
+                _assign(model.weights, path / "weights.npz", "weights")
+                _assign(variables, path / "optimizer.npz", "optimizer state")
                 return state
         return None
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _assign(variables, path: Path, what: str) -> None:
+    """Load ``path`` (arrays saved in the order of ``variables``) into ``variables``."""
+    with np.load(path) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(variables) or any(
+            tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+        raise TrainError(f"{path}: {what} does not match the model")
+    for var, value in zip(variables, values):
+        var.assign(value)
 
 
 class StopFlag:
@@ -127,12 +138,14 @@ class StopFlag:
 
 
 def config_digest(cfg: Config) -> str:
-    """What must not change under a resumed run: the settings (tracking, evaluation, budget and
-    thread settings may) and the train and dev manifests' contents."""
+    """What must not change under a resumed run: the settings (tracking, evaluation, budget,
+    thread, strategy and LSTM implementation settings may: weights are kept by position)
+    and the train and dev manifests' contents."""
     keep = {k: v for k, v in flatten(cfg).items()
             if not k.startswith(("tracking.", "eval.", "train.time_budget", "train.epochs",
                                  "train.patience", "train.workdir", "train.intra",
-                                 "train.inter", "batch.workers", "data.cache"))}
+                                 "train.inter", "train.distribute", "batch.workers",
+                                 "data.cache", "model.lstm_impl"))}
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     for path in (*cfg.data.training_manifests(), cfg.data.manifest("dev")):
         h.update(path.read_bytes())

@@ -9,6 +9,7 @@ commands:
   speechrnn data import KIND --source DIR --out DIR   corpus on disk -> manifests
   speechrnn data synth --out DIR                       offline synthetic corpus
   speechrnn data prepare --config FILE [--set k=v]     the manifests a pipeline config names
+  speechrnn data features --config FILE [--workers N]  features -> TFRecord shards (all cores)
   speechrnn data stats MANIFEST...                     utterances, hours, speakers, lengths
   speechrnn train --config FILE [--set k=v] [--fresh]  train (or resume), tracked in MLflow
   speechrnn evaluate --model M --manifest FILE         WER/CER, S/I/D, report (+ MLflow)
@@ -107,12 +108,34 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def cmd_features(args) -> int:
+    from . import pipeline
+    from .config import load_pipeline_config
+
+    cfg = load_pipeline_config(args.config, args.overrides)
+    progress = False if args.quiet else None
+    pipeline.prepare(cfg, args.corpora, progress=progress)
+    for split, index in pipeline.features(cfg, workers=args.workers,
+                                          progress=progress).items():
+        print(f"{split}: {len(index)} items, {index.hours:.3f} h, {len(index.files)} shards, "
+              f"{len(index.skipped)} skipped ({index.folder})")
+        for row, why in index.skipped[:10]:
+            print(f"  {row.audio}: {why}")
+        if len(index.skipped) > 10:
+            print(f"  ... {len(index.skipped) - 10} more (in {index.folder / 'index.json'})")
+    return 0
+
+
 def cmd_train(args) -> int:
     from . import pipeline
     from .checkpoint import Interrupted
     from .config import load_pipeline_config
 
     cfg = load_pipeline_config(args.config, args.overrides)
+    if args.workers:
+        from .distribute import set_cluster
+
+        set_cluster(args.workers.split(","), args.worker_index)
     progress = False if args.quiet else None
     pipeline.prepare(cfg, args.corpora, progress=progress)
     try:
@@ -307,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if manifests exist")
     p.set_defaults(func=cmd_prepare)
 
+    p = data.add_parser("features", help="extract the train and dev features into TFRecord "
+                        "shards (what batch.source: shards streams)")
+    _pipeline_args(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="extraction processes (default: every core)")
+    p.set_defaults(func=cmd_features)
+
     p = data.add_parser("stats", help="summarise manifests")
     p.add_argument("manifest", nargs="+", type=Path)
     p.add_argument("--json", action="store_true")
@@ -316,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_args(p)
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints, start over")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--workers", metavar="HOST:PORT,...",
+                   help="train on several machines: every worker's address, the chief first "
+                   "(sets TF_CONFIG; each machine runs the same command)")
+    p.add_argument("--worker-index", type=int, default=0,
+                   help="this machine's place in --workers (0: the chief)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")

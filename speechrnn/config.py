@@ -83,12 +83,17 @@ class BatchConfig:
     buckets: int = 6  # length buckets (quantiles of the training lengths)
     shuffle_buffer: int = 2048
     workers: int = 2  # feature extraction threads
+    # memory: every item's features held in memory | shards: streamed from TFRecord feature
+    # shards (data.shards; extracted first when missing or stale), for corpora that do not fit
+    source: str = "memory"
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     vtlp: float = 0.0  # > 0: each training item's frequencies warped by 1 +- up to this
     tempo: float = 0.0  # > 0: each training item's frames resampled to between 1 / (1 + tempo)
     # and (1 + tempo) times its length: slower and faster speech, pitch and formants kept
 
     def __post_init__(self):
+        if self.source not in ("memory", "shards"):
+            raise ConfigError(f"batch.source must be memory|shards, not {self.source!r}")
         if not 0.0 <= self.vtlp <= 0.3:
             raise ConfigError(f"batch.vtlp must be in [0, 0.3], not {self.vtlp}")
         if not 0.0 <= self.tempo <= 1.0:
@@ -107,8 +112,13 @@ class ModelConfig:
     lstm_units: int = 224  # per direction (3 x 224: 80 audio-s/s training on 2 cores; 256: 60)
     dropout: float = 0.1
     norm: str = "layer"  # "layer" | "none": LayerNormalization after each BiLSTM
+    # auto: keras on a GPU (cuDNN), else scan | scan: tf.scan loop, fastest on CPU |
+    # keras: keras.layers.LSTM (cuDNN on a GPU). Same weights: a model moves between them
+    lstm_impl: str = "auto"
 
     def __post_init__(self):
+        if self.lstm_impl not in ("auto", "scan", "keras"):
+            raise ConfigError(f"model.lstm_impl must be auto|scan|keras, not {self.lstm_impl!r}")
         if not 1 <= self.subsampling <= 4:
             raise ConfigError(f"model.subsampling must be 1-4, not {self.subsampling}")
         if not self.front_end and self.subsampling != 1:
@@ -126,6 +136,15 @@ class ModelConfig:
     def stride(self) -> int:
         """Input frames per output frame: the front end's time subsampling."""
         return self.subsampling if self.front_end else 1
+
+    def resolved_lstm_impl(self) -> str:
+        """``lstm_impl`` with ``auto`` decided on this machine: ``keras`` (cuDNN) when
+        TensorFlow sees a GPU, else ``scan``."""
+        if self.lstm_impl != "auto":
+            return self.lstm_impl
+        import tensorflow as tf
+
+        return "keras" if tf.config.list_physical_devices("GPU") else "scan"
 
     def output_frames(self, frames):
         """Output frames (what CTC aligns to) for ``frames`` input frames."""
@@ -149,6 +168,10 @@ class TrainConfig:
     workdir: str = ""  # checkpoints and the exported model; "" -> runs/<config name>
     intra_op_threads: int = 1  # threads per op: 1 lets the two LSTM directions ...
     inter_op_threads: int = 0  # ... run side by side on the cores (0: one per core)
+    mixed_precision: bool = False  # float16 compute with loss scaling (for GPUs)
+    # auto: several machines when TF_CONFIG names a cluster, several GPUs when there are,
+    # else one device | none | mirrored (GPUs of this machine) | multi_worker (TF_CONFIG)
+    distribute: str = "auto"
 
     def __post_init__(self):
         if self.epochs < 1 or self.learning_rate <= 0 or self.grad_clip <= 0:
@@ -157,6 +180,9 @@ class TrainConfig:
             raise ConfigError("train.ema_decay must be in [0, 1)")
         if self.dev_decoder not in ("greedy", "beam"):
             raise ConfigError(f"train.dev_decoder must be greedy|beam, not {self.dev_decoder!r}")
+        if self.distribute not in ("auto", "none", "mirrored", "multi_worker"):
+            raise ConfigError("train.distribute must be auto|none|mirrored|multi_worker, "
+                              f"not {self.distribute!r}")
 
 
 @dataclass(frozen=True)
@@ -180,6 +206,8 @@ class DataConfig:
     source: str | None = None
     out: str = "data/synth"
     cache: str = "data/cache/features"  # feature cache folder ("" for none)
+    shards: str = ""  # feature shards (batch.source: shards); "" -> <out>/shards
+    shard_minutes: float = 30.0  # audio per shard file (about 1.4 MB of features a minute)
     format: str = "jsonl"
     seed: int = 0
     train: str = "train"  # manifest names used for training, model selection and testing
@@ -200,6 +228,15 @@ class DataConfig:
     synth_train: int = 1200  # synth: utterances per split
     synth_dev: int = 120
     synth_test: int = 200
+
+    def __post_init__(self):
+        if not self.shard_minutes > 0:
+            raise ConfigError(f"data.shard_minutes must be > 0, not {self.shard_minutes}")
+
+    def shard_dir(self) -> Path:
+        """The feature shards' folder (``shards``, or ``<out>/shards``): a shard set per
+        manifest set in it, ``train`` (every training manifest) and ``dev``."""
+        return Path(self.shards) if self.shards else Path(self.out) / "shards"
 
     def manifest(self, split: str) -> Path:
         """The manifest file of ``split``: "train", "dev" or "test" (named by ``train``,

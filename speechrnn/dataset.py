@@ -5,9 +5,22 @@ Each batch is a dict of ``features`` (B, T, F) float32, ``feature_lengths`` (B,)
 (B,): the row each item came from. Lengths are the true, unpadded ones; every later
 stage uses them so that padding never changes a result.
 
-Features are held in memory (float32, about 1.4 MB per audio-minute with 39 features),
-which suits corpora up to tens of hours on a 24 GB machine; the feature cache makes
-reloading them cheap.
+Two sources (``batch.source``) give the same items: under the same ``index`` the same
+features, labels, lengths and augmentation; only the order in which they come differs.
+
+* ``memory``: :func:`load_examples` holds every item's features (float32, about 1.4 MB per
+  audio-minute with 39 features), which suits corpora up to tens of hours on a 24 GB
+  machine; the feature cache makes reloading them cheap. An epoch is a permutation of the
+  items fixed by (seed, epoch).
+* ``shards``: a :class:`speechrnn.shards.ShardIndex` streams TFRecord shards: the shard
+  files in an order fixed by (seed, epoch), read interleaved, through a shuffle buffer of
+  ``batch.shuffle_buffer`` items seeded from (seed, epoch). Memory holds the buffer and the
+  lengths, never the corpus.
+
+Both share the per-item augmentation (:func:`augmentation`: seeded by (seed, epoch, item
+index), so an item gets the same warp from either source) and the bucketing and padding
+(:func:`_batches`). The batches of a training epoch depend only on (seed, epoch), so
+``ds.skip(step)`` resumes an epoch exactly.
 """
 
 from __future__ import annotations
@@ -19,11 +32,12 @@ import numpy as np
 import tensorflow as tf
 
 from .audio import AudioError
-from .config import BatchConfig, FeatureConfig, SpecAugmentConfig, output_frames
+from .config import BatchConfig, FeatureConfig, SpecAugmentConfig
 from .errors import InputError
-from .features import FeatureExtractor, utterance_std, vtlp_matrix
+from .features import FeatureExtractor, vtlp_matrix
 from .manifest import Utterance
 from .progress import parallel_map
+from .shards import ShardIndex, example_item, skip_reason
 from .text import Alphabet, TextError, ctc_min_frames
 
 log = logging.getLogger(__name__)
@@ -62,27 +76,12 @@ def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: 
         extractor.config.cmvn == "utterance"
 
     def one(row: Utterance):
-        if mfcc_utterance:
-            raw = extractor.raw(row.audio, *row.segment)
-            feats, scale = extractor.normalize(raw), utterance_std(raw)
-        else:
-            feats, scale = extractor(row.audio, *row.segment), None
-        if np.ptp(feats, axis=0).max() < 1e-4:
-            raise AudioError(row.audio, "silent audio (no signal to learn from)")
-        labels = np.asarray(alphabet.encode(row.text), dtype=np.int32)
-        if len(labels) == 0:
-            raise TextError("empty transcript")
-        frames = output_frames(len(feats), subsampling)
-        need = ctc_min_frames(labels.tolist())
-        if need > frames:
-            raise TextError(f"transcript too long for the audio under CTC ({need} frames "
-                            f"needed, {frames} available)")
-        return feats, labels, scale
+        return example_item(row, extractor, alphabet, subsampling)
 
     results, errors = parallel_map(one, rows, workers, desc, (AudioError, TextError), progress)
     skipped = []
     for i, err in errors:
-        reason = err.reason if isinstance(err, AudioError) else str(err)
+        reason = skip_reason(err)
         skipped.append((rows[i], reason))
         log.warning("skipping %s (%s): %s", rows[i].id or "utterance", rows[i].audio, reason)
     kept = [i for i, r in enumerate(results) if r is not None]
@@ -197,12 +196,80 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
 
 
-def make_dataset(examples: Examples, config: BatchConfig = BatchConfig(),
+BATCH_KEYS = ("features", "labels", "feature_lengths", "label_lengths", "index")
+SHARDS_AT_ONCE = 16  # shard files a training epoch reads from at a time (interleaved)
+
+
+def augmentation(config: BatchConfig, seed: int, epoch: int,
+                 feature_config: FeatureConfig | None, scale_of, min_frames_of):
+    """The training augmentation of epoch (``seed``, ``epoch``) as a function on one item
+    (a dict of its features, lengths and ``index``), or None when ``config`` asks for none:
+    VTLP, tempo, then SpecAugment, each seeded by (seed, epoch, the item's index).
+
+    ``scale_of(item)``: the item's std before CMVN (None when the features have none: VTLP
+    is then an error); ``min_frames_of(item)``: the frames its transcript needs (tempo).
+    """
+    aug = config.spec_augment
+    bank = None
+    if config.vtlp:
+        if scale_of is None:
+            raise InputError("batch.vtlp needs MFCC features with features.cmvn: utterance")
+        alphas = np.linspace(1 - config.vtlp, 1 + config.vtlp, 21)
+        bank = tf.constant(np.stack([vtlp_matrix(feature_config, a) for a in alphas]))
+    if not (aug.enabled or bank is not None or config.tempo):
+        return None
+
+    def augment(e):
+        item_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int32), e["index"]])
+        feats = e["features"]
+        if bank is not None:
+            feats = vtlp(feats, scale_of(e), bank,
+                         tf.random.experimental.stateless_fold_in(item_seed, 1))
+        if config.tempo:
+            feats = tempo(feats, min_frames_of(e), config.tempo,
+                          tf.random.experimental.stateless_fold_in(item_seed, 2))
+        length = tf.shape(feats)[0]
+        if aug.enabled:
+            feats = spec_augment(feats, length, aug, item_seed)
+        return {**e, "features": feats, "feature_lengths": length}
+
+    return augment
+
+
+def _batches(ds: tf.data.Dataset, lengths, config: BatchConfig, n_features: int,
+             key: str = "feature_lengths") -> tf.data.Dataset:
+    """Items -> padded batches of ``config.batch_size`` items of similar length (buckets:
+    quantiles of ``lengths``, the items' frame counts), prefetched. ``key``: the item field
+    bucketing reads; any field besides :data:`BATCH_KEYS` is dropped after batching."""
+    boundaries = bucket_boundaries(list(lengths), config.buckets)
+    shapes = {"features": [None, n_features], "labels": [None], "feature_lengths": [],
+              "label_lengths": [], "index": []}
+    padding = {"features": 0.0, "labels": 0, "feature_lengths": 0, "label_lengths": 0,
+               "index": 0}
+    if key not in shapes:
+        shapes[key], padding[key] = [], 0
+    ds = ds.bucket_by_sequence_length(
+        element_length_func=lambda e: e[key],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
+        padded_shapes=shapes,
+        padding_values=padding,
+    )
+    if key not in BATCH_KEYS:
+        ds = ds.map(lambda b: {k: b[k] for k in BATCH_KEYS})
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchConfig(),
                  training: bool = False, seed: int = 0, epoch: int = 0) -> tf.data.Dataset:
     """Padded batches of similar length; shuffled and augmented when ``training``.
 
-    The batches of a training epoch depend only on (``seed``, ``epoch``).
+    ``examples``: features in memory (:class:`Examples`) or a shard set to stream
+    (:class:`~speechrnn.shards.ShardIndex`). The batches of a training epoch depend only on
+    (``seed``, ``epoch``).
     """
+    if isinstance(examples, ShardIndex):
+        return _stream(examples, config, training, seed, epoch)
     if not len(examples):
         raise InputError("no usable utterances to batch")
     t = _tensors(examples)
@@ -217,37 +284,119 @@ def make_dataset(examples: Examples, config: BatchConfig = BatchConfig(),
     order = epoch_order(len(examples), seed, epoch) if training else \
         np.arange(len(examples), dtype=np.int32)
     ds = tf.data.Dataset.from_tensor_slices(order).map(element)
-    aug = config.spec_augment
-    bank = None
-    if training and config.vtlp:
-        if examples.scales is None:
-            raise InputError("batch.vtlp needs MFCC features with features.cmvn: utterance")
-        alphas = np.linspace(1 - config.vtlp, 1 + config.vtlp, 21)
-        bank = tf.constant(np.stack([vtlp_matrix(examples.feature_config, a) for a in alphas]))
-    if training and (aug.enabled or bank is not None or config.tempo):
-        def augment(e):
-            item_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int32), e["index"]])
-            feats = e["features"]
-            if bank is not None:
-                feats = vtlp(feats, t["scales"][e["index"]], bank,
-                             tf.random.experimental.stateless_fold_in(item_seed, 1))
-            if config.tempo:
-                feats = tempo(feats, t["min_frames"][e["index"]], config.tempo,
-                              tf.random.experimental.stateless_fold_in(item_seed, 2))
-            length = tf.shape(feats)[0]
-            if aug.enabled:
-                feats = spec_augment(feats, length, aug, item_seed)
-            return {**e, "features": feats, "feature_lengths": length}
+    if training:
+        augment = augmentation(
+            config, seed, epoch, examples.feature_config,
+            (lambda e: t["scales"][e["index"]]) if examples.scales is not None else None,
+            lambda e: t["min_frames"][e["index"]])
+        if augment is not None:
+            ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return _batches(ds, [len(f) for f in examples.features], config, n_feat)
 
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    boundaries = bucket_boundaries([len(f) for f in examples.features], config.buckets)
-    ds = ds.bucket_by_sequence_length(
-        element_length_func=lambda e: e["feature_lengths"],
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
-        padded_shapes={"features": [None, n_feat], "labels": [None], "feature_lengths": [],
-                       "label_lengths": [], "index": []},
-        padding_values={"features": 0.0, "labels": 0, "feature_lengths": 0,
-                        "label_lengths": 0, "index": 0},
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+
+# --------------------------------------------------------------------------- shards
+
+
+def _records(index: ShardIndex, order: np.ndarray, cycle: int) -> tf.data.Dataset:
+    """``(item index, serialised record)`` of the shards in ``order``, ``cycle`` files read
+    at a time, round robin (in order: the same sequence on every run)."""
+    files = np.array([str(p) for p in index.files])
+    counts = np.asarray(index.counts, np.int64)
+    offsets = np.cumsum(counts) - counts  # the first item of each shard
+
+    def numbered(path, offset):
+        return tf.data.TFRecordDataset(path).enumerate().map(lambda i, r: (offset + i, r))
+
+    ds = tf.data.Dataset.from_tensor_slices((files[order], offsets[order]))
+    if cycle <= 1:
+        return ds.flat_map(numbered)
+    return ds.interleave(numbered, cycle_length=cycle, block_length=1,
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _record_parser(index: ShardIndex):
+    """Serialised record -> an item: the batch fields, ``frames`` (its length as
+    extracted), ``min_frames`` (what CTC needs: tempo's floor) and ``scale`` (VTLP)."""
+    n_features, stride, scales = index.n_features, index.subsampling, index.has_scales
+    spec = {"features": tf.io.FixedLenFeature([], tf.string),
+            "labels": tf.io.VarLenFeature(tf.int64)}
+    if scales:
+        spec["scale"] = tf.io.FixedLenFeature([], tf.string)
+
+    def parse(number, record):
+        x = tf.io.parse_single_example(record, spec)
+        feats = tf.reshape(tf.io.decode_raw(x["features"], tf.float32), [-1, n_features])
+        labels = tf.cast(tf.sparse.to_dense(x["labels"]), tf.int32)
+        repeats = tf.reduce_sum(tf.cast(labels[1:] == labels[:-1], tf.int32))
+        n = tf.shape(feats)[0]
+        e = {"features": feats, "labels": labels, "feature_lengths": n,
+             "label_lengths": tf.shape(labels)[0], "index": tf.cast(number, tf.int32),
+             "frames": n, "min_frames": (tf.size(labels) + repeats) * stride}
+        if scales:
+            e["scale"] = tf.reshape(tf.io.decode_raw(x["scale"], tf.float32), [n_features])
+        return e
+
+    return parse
+
+
+def _shuffle_seed(seed: int, epoch: int) -> int:
+    return int(np.random.default_rng([seed, epoch, 1]).integers(1, 2**31 - 1))
+
+
+def _stream(index: ShardIndex, config: BatchConfig, training: bool, seed: int,
+            epoch: int) -> tf.data.Dataset:
+    """:func:`make_dataset` over a shard set. Training: the shard files in an order fixed by
+    (seed, epoch), :data:`SHARDS_AT_ONCE` read interleaved, a shuffle buffer seeded from
+    (seed, epoch) (with TensorFlow's global seed, which training sets to ``train.seed``).
+    Items are bucketed by their length as extracted (known from the index), so that
+    :func:`count_batches` is exact with tempo too. Otherwise: the items in order."""
+    if not len(index):
+        raise InputError("no usable utterances to batch")
+    n = len(index.files)
+    if training:
+        ds = _records(index, epoch_order(n, seed, epoch), min(n, SHARDS_AT_ONCE))
+        ds = ds.shuffle(max(1, config.shuffle_buffer), seed=_shuffle_seed(seed, epoch),
+                        reshuffle_each_iteration=False)
+    else:
+        ds = _records(index, np.arange(n), 1)
+    ds = ds.map(_record_parser(index), num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        augment = augmentation(config, seed, epoch, index.feature_config,
+                               (lambda e: e["scale"]) if index.has_scales else None,
+                               lambda e: e["min_frames"])
+        if augment is not None:
+            ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda e: {k: e[k] for k in (*BATCH_KEYS, "frames")})
+    return _batches(ds, index.frames, config, index.n_features, key="frames")
+
+
+def count_batches(data: Examples | ShardIndex, config: BatchConfig) -> int:
+    """Batches in a training epoch (the same in every epoch): over the length buckets, the
+    sum of ceil(items / batch size). In memory with ``batch.tempo`` (which buckets items by
+    their length after tempo) the epoch is built and counted instead, as it always was."""
+    if isinstance(data, Examples):
+        if config.tempo:
+            return sum(1 for _ in make_dataset(data, config, training=True))
+        lengths = np.array([len(f) for f in data.features], np.int64)
+    else:
+        lengths = np.asarray(data.frames, np.int64)
+    boundaries = bucket_boundaries(lengths.tolist(), config.buckets)
+    per_bucket = np.bincount(np.searchsorted(boundaries, lengths, side="right"),
+                             minlength=len(boundaries) + 1)
+    return int(sum(-(-int(k) // config.batch_size) for k in per_bucket))
+
+
+def load_shards(index: ShardIndex) -> Examples:
+    """A (small) shard set read into memory: what :func:`load_examples` gives for the same
+    rows (the index must know its manifest rows)."""
+    features, labels, scales = [], [], []
+    ds = _records(index, np.arange(len(index.files)), 1).map(_record_parser(index))
+    for e in ds.as_numpy_iterator():
+        features.append(e["features"])
+        labels.append(e["labels"])
+        if index.has_scales:
+            scales.append(e["scale"])
+    return Examples(rows=index.rows, features=features, labels=labels, skipped=index.skipped,
+                    scales=scales if index.has_scales else None,
+                    feature_config=index.feature_config if index.has_scales else None,
+                    subsampling=index.subsampling)

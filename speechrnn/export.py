@@ -3,9 +3,10 @@
 The graph is written op by op from the trained weights (no converter): masking, the
 Conv1D front end (``Conv`` with fixed padding and stride), each bidirectional layer as one
 fused ONNX ``LSTM`` op whose ``sequence_lens`` makes the backward direction read each item
-reversed within its own length (exactly as :class:`speechrnn.model.BiLSTM`), layer norm,
-the dense CTC head and a log-softmax. Inputs ``features`` (B, T, F) float32 and
-``lengths`` (B,) int32; outputs ``log_probs`` (B, T', vocab) and ``out_lengths`` (B,).
+reversed within its own length (exactly as :class:`speechrnn.model.BiLSTM`, with either
+LSTM implementation), layer norm, the dense CTC head and a log-softmax. Inputs
+``features`` (B, T, F) float32 and ``lengths`` (B,) int32; outputs ``log_probs``
+(B, T', vocab) and ``out_lengths`` (B,).
 
 Keras keeps LSTM gates in the order (i, f, c, o), ONNX in (i, o, f, c): the kernels are
 reordered on the way.
@@ -31,6 +32,8 @@ def build_onnx(model):
     """The ONNX ``ModelProto`` of a built :class:`~speechrnn.model.AcousticModel`."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from .model import lstm_weights
 
     nodes, inits = [], []
 
@@ -75,10 +78,11 @@ def build_onnx(model):
     for i, (blstm, norm) in enumerate(zip(model.lstms, model.norms)):
         u = blstm.forward_lstm.units
         w, r, b = [], [], []
-        for lstm in (blstm.forward_lstm, blstm.backward_lstm):
-            w.append(_gates_to_onnx(lstm.kernel.numpy()))
-            r.append(_gates_to_onnx(lstm.recurrent_kernel.numpy()))
-            b.append(np.concatenate([_gates_to_onnx(lstm.bias.numpy()), np.zeros(4 * u)]))
+        for lstm in (blstm.forward_lstm, blstm.backward_lstm):  # either implementation
+            kernel, recurrent, bias = (v.numpy() for v in lstm_weights(lstm))
+            w.append(_gates_to_onnx(kernel))
+            r.append(_gates_to_onnx(recurrent))
+            b.append(np.concatenate([_gates_to_onnx(bias), np.zeros(4 * u)]))
         y = node("LSTM", [x, const(f"W{i}", w), const(f"R{i}", r), const(f"B{i}", b),
                           out_len], f"lstm{i}", direction="bidirectional", hidden_size=u)
         y = node("Transpose", [y], f"lstm{i}_t", perm=[0, 2, 1, 3])  # (T, B, 2, u)

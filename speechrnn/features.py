@@ -120,6 +120,13 @@ class CMVN:
             total = x.sum(0) if total is None else total + x.sum(0)
             sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
             count += len(x)
+        return cls.from_sums(total, sq, count, floor)
+
+    @classmethod
+    def from_sums(cls, total: np.ndarray | None, sq: np.ndarray | None, count: int,
+                  floor: float = 1e-5) -> CMVN:
+        """Statistics from per-feature sums and sums of squares (float64) over ``count``
+        frames: what a streaming pass accumulates (sums of parts merge by adding)."""
         if not count:
             raise InputError("no frames to compute CMVN statistics from")
         mean = total / count

@@ -7,6 +7,20 @@ result: features beyond each length are zeroed, the front end pads each side by 
 ``kernel // 2`` frames (so frame alignment does not depend on the batch's padded length),
 and the backward LSTM reads each sequence reversed within its own length.
 
+Each LSTM direction has one of two implementations (``ModelConfig.lstm_impl``), with the
+same weights (kernel, recurrent kernel, bias; gates i, f, c, o) and results:
+
+- ``scan``: :class:`LSTM`, a ``tf.scan`` loop: the fastest on CPU;
+- ``keras``: ``keras.layers.LSTM``, which TensorFlow runs as one cuDNN kernel on a GPU.
+
+``auto`` takes ``keras`` when TensorFlow sees a GPU, else ``scan``. The weights file's
+layout differs between them, so ``model.json`` records the one a model was saved with
+(``lstm_impl``; none: ``scan``) and :func:`load_model` builds that one, then moves the
+weights (:func:`transfer_weights`) to the implementation asked for.
+
+Under the ``mixed_float16`` Keras dtype policy the network computes in float16 and the
+CTC head and log-softmax in float32: the log-probabilities are always float32.
+
 A trained model is saved as a directory (:func:`save_model`): ``model.weights.h5``,
 ``model.json`` (model and feature configuration), ``alphabet.json`` and, when ONNX is
 installed, ``model.onnx`` (see :mod:`speechrnn.export`). :func:`load_model` rebuilds the
@@ -16,7 +30,7 @@ network from that configuration and loads the weights: no pickled code.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import keras
@@ -54,9 +68,11 @@ class LSTM(layers.Layer):
         self.bias = self.add_weight(shape=(4 * u,), name="bias", initializer=forget_bias_one)
 
     def call(self, x):
-        projected = tf.einsum("btf,fg->tbg", x, self.kernel) + self.bias  # (T, B, 4u)
+        # the variables stay float32 under mixed precision; compute in the input's dtype
+        kernel, recurrent, bias = (tf.cast(w, x.dtype) for w in
+                                   (self.kernel, self.recurrent_kernel, self.bias))
+        projected = tf.einsum("btf,fg->tbg", x, kernel) + bias  # (T, B, 4u)
         zeros = tf.zeros([tf.shape(x)[0], self.units], dtype=x.dtype)
-        recurrent = self.recurrent_kernel
 
         def step(state, z_x):
             h, c = state
@@ -68,6 +84,16 @@ class LSTM(layers.Layer):
         return tf.transpose(h, [1, 0, 2])
 
 
+LSTM_IMPLS = ("scan", "keras")
+
+
+def lstm_weights(layer) -> tuple:
+    """(kernel (in, 4u), recurrent kernel (u, 4u), bias (4u,)) of one LSTM direction, gates
+    in Keras' order i, f, c, o: a :class:`LSTM` or a ``keras.layers.LSTM`` (its cell)."""
+    cell = layer.cell if isinstance(layer, layers.LSTM) else layer
+    return cell.kernel, cell.recurrent_kernel, cell.bias
+
+
 class BiLSTM(layers.Layer):
     """Bidirectional LSTM over a padded batch, exact for every item's valid length.
 
@@ -75,12 +101,24 @@ class BiLSTM(layers.Layer):
     each sequence reversed within its own length (``tf.reverse_sequence``), so padding comes
     last for it too. This needs no mask: Keras' masked RNN path measured about 1.6x slower
     on CPU. The two directions are independent ops, which TensorFlow runs in parallel.
+
+    ``impl="keras"``: each direction is a ``keras.layers.LSTM`` (tanh, sigmoid, bias, no
+    recurrent dropout, not unrolled): on a GPU, Keras runs it as cuDNN's LSTM kernel over
+    the whole padded length. With no mask that is exact here too, since the padding of both
+    directions comes after every valid frame.
     """
 
-    def __init__(self, units: int, **kwargs):
+    def __init__(self, units: int, impl: str = "scan", **kwargs):
         super().__init__(**kwargs)
-        self.forward_lstm = LSTM(units, name="forward")
-        self.backward_lstm = LSTM(units, name="backward")
+        if impl not in LSTM_IMPLS:
+            raise ValueError(f"lstm impl must be one of {LSTM_IMPLS}, not {impl!r}")
+        self.impl = impl
+        if impl == "scan":
+            self.forward_lstm = LSTM(units, name="forward")
+            self.backward_lstm = LSTM(units, name="backward")
+        else:
+            self.forward_lstm = layers.LSTM(units, return_sequences=True, name="forward")
+            self.backward_lstm = layers.LSTM(units, return_sequences=True, name="backward")
 
     def call(self, x, lengths):
         forward = self.forward_lstm(x)
@@ -91,9 +129,14 @@ class BiLSTM(layers.Layer):
 
 
 class AcousticModel(keras.Model):
-    def __init__(self, config: ModelConfig, n_features: int, vocab_size: int, **kwargs):
+    """The network. ``lstm_impl``: ``scan`` or ``keras`` (None: ``config``'s, with ``auto``
+    decided on this machine)."""
+
+    def __init__(self, config: ModelConfig, n_features: int, vocab_size: int,
+                 lstm_impl: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
+        self.lstm_impl = resolve_lstm_impl(config, lstm_impl)
         self.n_features = n_features
         self.vocab_size = vocab_size
         self.stride = config.stride
@@ -105,12 +148,13 @@ class AcousticModel(keras.Model):
                 layers.Conv1D(config.conv_filters, k, strides=self.stride, padding="valid",
                               activation="relu", name="conv"),
             ]
-        self.lstms = [BiLSTM(config.lstm_units, name=f"blstm{i}")
+        self.lstms = [BiLSTM(config.lstm_units, self.lstm_impl, name=f"blstm{i}")
                       for i in range(config.lstm_layers)]
         self.norms = [layers.LayerNormalization(name=f"norm{i}") if config.norm == "layer"
                       else None for i in range(config.lstm_layers)]
         self.dropout = layers.Dropout(config.dropout)
-        self.head = layers.Dense(vocab_size, name="ctc_head")
+        # float32 under mixed precision too: the log-softmax and the CTC loss need its range
+        self.head = layers.Dense(vocab_size, name="ctc_head", dtype="float32")
 
     def output_lengths(self, lengths):
         """Valid output frames for input lengths (``ModelConfig.output_frames``)."""
@@ -128,7 +172,7 @@ class AcousticModel(keras.Model):
             if norm is not None:
                 x = norm(x)
             x = self.dropout(x, training=training)
-        return tf.nn.log_softmax(self.head(x), axis=-1)
+        return tf.nn.log_softmax(tf.cast(self.head(x), tf.float32), axis=-1)
 
     def predict_log_probs(self, features, lengths):
         """Compiled inference (eager ``tf.scan`` would loop in Python, ~50x slower)."""
@@ -146,8 +190,35 @@ class AcousticModel(keras.Model):
         return self
 
 
-def build_model(config: ModelConfig, n_features: int, alphabet: Alphabet) -> AcousticModel:
-    return AcousticModel(config, n_features, alphabet.size).build_for_inference()
+def resolve_lstm_impl(config: ModelConfig, lstm_impl: str | None = None) -> str:
+    """``scan`` or ``keras``: ``lstm_impl`` when given, else ``config.lstm_impl``; ``auto``
+    is ``keras`` when TensorFlow sees a GPU, else ``scan``. A bad value: ConfigError."""
+    if lstm_impl is not None:
+        config = replace(config, lstm_impl=lstm_impl)  # validates it
+    return config.resolved_lstm_impl()
+
+
+def build_model(config: ModelConfig, n_features: int, alphabet: Alphabet,
+                lstm_impl: str | None = None) -> AcousticModel:
+    """A built network (``lstm_impl`` None: ``config.lstm_impl``, ``auto`` resolved)."""
+    return AcousticModel(config, n_features, alphabet.size, lstm_impl).build_for_inference()
+
+
+def transfer_weights(src: keras.Model, dst: keras.Model) -> keras.Model:
+    """Copy the weights of built model ``src`` into built model ``dst`` of the same
+    configuration, whatever LSTM implementation either has (their weights come in the same
+    order, names and shapes); returns ``dst``."""
+    source, target = src.weights, dst.weights
+    if len(source) != len(target):
+        raise ValueError(f"cannot copy {len(source)} weights into {len(target)}: "
+                         "not the same network")
+    for a, b in zip(source, target):
+        if a.name != b.name or tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"weight {a.path} {tuple(a.shape)} does not match "
+                             f"{b.path} {tuple(b.shape)}: not the same network")
+    for a, b in zip(source, target):
+        b.assign(a.value)
+    return dst
 
 
 def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
@@ -157,7 +228,8 @@ def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
     path.mkdir(parents=True, exist_ok=True)
     model.save_weights(path / "model.weights.h5")
     meta = {"format_version": FORMAT_VERSION, "model": asdict(model.config),
-            "features": asdict(features), "n_features": model.n_features, **(extra or {})}
+            "lstm_impl": model.lstm_impl, "features": asdict(features),
+            "n_features": model.n_features, **(extra or {})}
     (path / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     alphabet.save(path / "alphabet.json")
     from .export import export_onnx, onnx_available
@@ -167,10 +239,18 @@ def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
     return path
 
 
-def load_model(path: str | Path) -> tuple[AcousticModel, FeatureConfig, Alphabet, dict]:
-    """Rebuild a model directory written by :func:`save_model`."""
+def load_model(path: str | Path, lstm_impl: str | None = None
+               ) -> tuple[AcousticModel, FeatureConfig, Alphabet, dict]:
+    """Rebuild a model directory written by :func:`save_model`, with the LSTM
+    implementation ``lstm_impl`` (``scan``, ``keras`` or ``auto``; None: ``auto``, decided
+    on this machine). The weights load into the implementation they were saved from, then
+    move to the one asked for."""
     files = read_model_dir(path)
-    model = build_model(from_dict(ModelConfig, files.meta["model"]), files.meta["n_features"],
-                        files.alphabet)
+    config = from_dict(ModelConfig, files.meta["model"])
+    wanted = resolve_lstm_impl(config, lstm_impl or "auto")
+    model = build_model(config, files.meta["n_features"], files.alphabet, files.lstm_impl)
     model.load_weights(files.weights)
+    if wanted != model.lstm_impl:
+        model = transfer_weights(model, build_model(config, files.meta["n_features"],
+                                                    files.alphabet, wanted))
     return model, files.features, files.alphabet, files.meta

@@ -1,9 +1,10 @@
 """Where a trained model lives: the model directory's files, and model URIs.
 
-A model directory holds ``model.json`` (format version, model and feature configuration),
-``alphabet.json``, ``model.weights.h5`` (Keras), ``model.onnx`` (the same network for ONNX
-Runtime, when exported) and ``cmvn.json`` (global CMVN only). Reading its metadata needs
-neither TensorFlow nor ONNX Runtime.
+A model directory holds ``model.json`` (format version, model and feature configuration,
+the LSTM implementation the weights were saved from), ``alphabet.json``,
+``model.weights.h5`` (Keras), ``model.onnx`` (the same network for ONNX Runtime, when
+exported) and ``cmvn.json`` (global CMVN only). Reading its metadata needs neither
+TensorFlow nor ONNX Runtime.
 
 :func:`resolve_model` turns what a user passes as ``--model`` into such a directory: a
 path, ``runs:/<run_id>/model`` or ``models:/<name>/<version>`` (downloaded from MLflow).
@@ -40,6 +41,12 @@ class ModelFiles:
     @property
     def model(self) -> ModelConfig:
         return from_dict(ModelConfig, self.meta["model"])
+
+    @property
+    def lstm_impl(self) -> str:
+        """The LSTM implementation the weights were saved from (``scan`` or ``keras``: their
+        weights files differ in layout); directories from before the choice: ``scan``."""
+        return self.meta.get("lstm_impl", "scan")
 
     @property
     def stride(self) -> int:

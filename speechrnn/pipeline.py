@@ -27,7 +27,7 @@ from .config import Config
 from .decoding import Decoding
 from .evaluate import ErrorRates, UtteranceScore
 
-__all__ = ["Decoding", "Report", "evaluate", "find_audio", "load", "prepare",
+__all__ = ["Decoding", "Report", "evaluate", "features", "find_audio", "load", "prepare",
            "recipe_decoding", "train", "transcribe"]
 
 
@@ -41,6 +41,18 @@ def prepare(cfg: Config, corpora: str | Path | None = None, force: bool = False,
 
     return prepare_data(cfg.data, corpora, force=force, progress=progress,
                         ctc_frames_per_second=cfg.ctc_frames_per_second)
+
+
+def features(cfg: Config, workers: int | None = None, progress: bool | None = None) -> dict:
+    """Extract the features of the train and dev manifests (:func:`prepare` them first)
+    into TFRecord shards under ``cfg.data.shard_dir()`` (``train``, ``dev``), in ``workers``
+    processes (None: every core), unless current shards are there; what training with
+    ``batch.source: shards`` streams. Returns ``{"train": ShardIndex, "dev": ShardIndex}``
+    (:class:`speechrnn.shards.ShardIndex`: items, hours, files, skipped). Loads no
+    TensorFlow."""
+    from .shards import config_shards
+
+    return config_shards(cfg, workers=workers, progress=progress)
 
 
 def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool | None = None,

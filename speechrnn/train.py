@@ -66,7 +66,7 @@ def configure_threads(intra: int, inter: int) -> None:
 
 @dataclass
 class TrainingData:
-    train: Examples
+    train: Examples  # or, with batch.source shards, a shards.ShardIndex (streamed)
     dev: Examples
     alphabet: Alphabet
     manifest_rows: dict[str, list] = field(default_factory=dict)  # as read: train, dev
@@ -74,6 +74,13 @@ class TrainingData:
     @property
     def skipped(self) -> list:
         return self.train.skipped + self.dev.skipped
+
+    def steps_per_epoch(self, batch) -> int:
+        """Training batches per epoch under ``batch`` (a BatchConfig), counted from the
+        items' lengths (see :func:`speechrnn.dataset.count_batches`)."""
+        from .dataset import count_batches
+
+        return count_batches(self.train, batch)
 
 
 def _extractor(cfg: Config, train_rows) -> FeatureExtractor:
@@ -91,18 +98,45 @@ def _extractor(cfg: Config, train_rows) -> FeatureExtractor:
     return FeatureExtractor(cfg.features, cache, cmvn=CMVN.load(stats))
 
 
-def load_data(cfg: Config, progress: bool | None = None) -> TrainingData:
+def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
+              wait_minutes: float = 120.0) -> TrainingData:
     """Features and labels of the training manifests and the dev manifest; unusable
-    utterances are reported (one line each) and skipped."""
+    utterances are reported (one line each) and skipped.
+
+    With ``batch.source: shards`` the features are extracted (on every core) into shard
+    sets under ``data.shard_dir()`` when missing or stale; the training set is then
+    streamed from its shards and the dev set, small, is read from its shards into memory.
+    ``build=False`` (a worker that is not the chief): wait for the chief's shards instead.
+    """
     alphabet = Alphabet()
     train_rows = [row for path in cfg.data.training_manifests() for row in read_manifest(path)]
     dev_rows = read_manifest(cfg.data.manifest("dev"))
-    load = {"extractor": _extractor(cfg, train_rows), "alphabet": alphabet,
-            "subsampling": cfg.model.stride, "workers": cfg.batch.workers,
-            "progress": progress}
-    data = TrainingData(load_examples(train_rows, desc="train features", **load),
-                        load_examples(dev_rows, desc="dev features", **load), alphabet,
-                        {"train": train_rows, "dev": dev_rows})
+    rows = {"train": train_rows, "dev": dev_rows}
+    if cfg.batch.source == "shards":
+        from .dataset import load_shards
+        from .shards import config_shards
+
+        sets = config_shards(cfg, rows, progress=progress, alphabet=alphabet, build=build)
+        waited = time.monotonic()
+        while sets is None:  # the chief extracts them (on a shared file system)
+            if time.monotonic() - waited > 60 * wait_minutes:
+                raise TrainError(f"no current feature shards in {cfg.data.shard_dir()} after "
+                                 f"{wait_minutes:g} min: is the chief extracting them there? "
+                                 "(speechrnn data features --config ... makes them)")
+            print(f"waiting for the chief's feature shards in {cfg.data.shard_dir()}",
+                  flush=True)
+            time.sleep(15)
+            sets = config_shards(cfg, rows, alphabet=alphabet, build=False)
+        if cfg.features.cmvn == "global":  # what the model is exported with
+            sets["train"].cmvn.save(cfg.workdir / "cmvn.json")
+        data = TrainingData(sets["train"], load_shards(sets["dev"]), alphabet, rows)
+    else:
+        load = {"extractor": _extractor(cfg, train_rows), "alphabet": alphabet,
+                "subsampling": cfg.model.stride, "workers": cfg.batch.workers,
+                "progress": progress}
+        data = TrainingData(load_examples(train_rows, desc="train features", **load),
+                            load_examples(dev_rows, desc="dev features", **load), alphabet,
+                            rows)
     for row, why in data.skipped:
         print(f"skipped {row.audio}: {why}")
     if not len(data.train) or not len(data.dev):
@@ -143,12 +177,19 @@ class Schedule:
         return self.peak * (self.min_ratio + (1.0 - self.min_ratio) * cosine)
 
 
-def make_optimizer(cfg: Config, steps_per_epoch: int):
-    """Adam with global-norm clipping; its rate is set from :class:`Schedule` each step."""
+def make_optimizer(cfg: Config, steps_per_epoch: int, replicas: int = 1):
+    """Adam with global-norm clipping; its rate is set from :class:`Schedule` each step.
+    With ``train.mixed_precision``, wrapped in dynamic loss scaling.
+
+    With ``replicas`` > 1 each replica applies an equal share (1/replicas) of the summed
+    gradient and Keras clips each share before summing them: clipping the shares at
+    ``grad_clip / replicas`` is clipping the whole gradient at ``grad_clip``."""
     import keras
 
     schedule = Schedule.for_config(cfg, steps_per_epoch)
-    return keras.optimizers.Adam(learning_rate=schedule(0), global_clipnorm=cfg.train.grad_clip)
+    adam = keras.optimizers.Adam(learning_rate=schedule(0),
+                                 global_clipnorm=cfg.train.grad_clip / replicas)
+    return keras.optimizers.LossScaleOptimizer(adam) if cfg.train.mixed_precision else adam
 
 
 class Steps:
@@ -159,12 +200,15 @@ class Steps:
     the initial weights); :meth:`averaged` puts it in the model for evaluation and export.
     """
 
-    def __init__(self, model, optimizer, n_features: int, ema_decay: float = 0.0):
+    def __init__(self, model, optimizer, n_features: int, ema_decay: float = 0.0,
+                 strategy=None, loss_scaling: bool = False):
         import tensorflow as tf
 
+        self.strategy = strategy = strategy or tf.distribute.get_strategy()
         self.model, self.optimizer = model, optimizer
-        self.ema = [tf.Variable(v, trainable=False) for v in model.trainable_variables] \
-            if ema_decay else []
+        with strategy.scope():
+            self.ema = [tf.Variable(v, trainable=False) for v in model.trainable_variables] \
+                if ema_decay else []
         spec = [tf.TensorSpec([None, None, n_features], tf.float32),
                 tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.int32),
                 tf.TensorSpec([None], tf.int32)]
@@ -175,18 +219,37 @@ class Steps:
                                   logit_length=model.output_lengths(feature_lengths),
                                   logits_time_major=False, blank_index=0)
 
-        @tf.function(input_signature=spec, reduce_retracing=True)
-        def gradients(features, feature_lengths, labels, label_lengths):
+        def replica_gradients(batch, global_n):
+            """One replica's share: its items' summed loss over the global batch size."""
             with tf.GradientTape() as tape:
-                log_probs = model(features, feature_lengths, training=True)
-                loss = tf.reduce_mean(losses(log_probs, feature_lengths, labels, label_lengths))
-            grads = tape.gradient(loss, variables)
-            finite = tf.math.is_finite(loss) & tf.math.is_finite(tf.linalg.global_norm(grads))
+                log_probs = model(batch["features"], batch["feature_lengths"], training=True)
+                item_losses = losses(log_probs, batch["feature_lengths"], batch["labels"],
+                                     batch["label_lengths"])
+                if "weight" in batch:  # fill-up copies (weight 0) of a split batch
+                    item_losses *= batch["weight"]
+                loss = tf.reduce_sum(item_losses) / global_n
+                scaled = optimizer.scale_loss(loss) if loss_scaling else loss
+            return loss, tape.gradient(scaled, variables)
+
+        @tf.function(reduce_retracing=True)
+        def gradients(batch, global_n):
+            loss, grads = strategy.run(replica_gradients, args=(batch, global_n))
+            loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+            grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
+            finite = tf.math.is_finite(loss)
+            if not loss_scaling:  # overflowing scaled gradients are the loss scaler's business
+                finite &= tf.math.is_finite(tf.linalg.global_norm(grads))
             return loss, grads, finite
+
+        replicas = strategy.num_replicas_in_sync
 
         @tf.function(reduce_retracing=True)
         def apply(grads):
-            optimizer.apply_gradients(zip(grads, variables))
+            if replicas == 1:
+                optimizer.apply_gradients(zip(grads, variables))
+            else:  # Keras sums the replicas' gradients: each brings its share of the total
+                strategy.run(lambda g: optimizer.apply_gradients(zip(g, variables)),
+                             args=([g / replicas for g in grads],))
             if self.ema:
                 step = tf.cast(optimizer.iterations, tf.float32)
                 decay = tf.minimum(ema_decay, (1.0 + step) / (10.0 + step))
@@ -221,8 +284,16 @@ class Steps:
                 v.assign(value)
 
     def train_batch(self, batch) -> tuple[float, bool]:
-        loss, grads, finite = self.gradients(batch["features"], batch["feature_lengths"],
-                                             batch["labels"], batch["label_lengths"])
+        """One step on a global batch, shared out among the replicas; weights are left
+        alone when its loss or gradients are not finite. Returns (mean loss, finite)."""
+        import tensorflow as tf
+
+        from .distribute import split_batch
+
+        items = {k: batch[k] for k in ("features", "feature_lengths", "labels",
+                                       "label_lengths")}
+        global_n = tf.constant(float(batch["features"].shape[0]))
+        loss, grads, finite = self.gradients(split_batch(self.strategy, items), global_n)
         if bool(finite):
             self.apply(grads)
         return float(loss), bool(finite)
@@ -294,6 +365,9 @@ class Job:
     tracker: object
     decoding: Decoding
     progress: bool | None = None
+    strategy: object = None  # tf.distribute strategy (the default one: a single device)
+    chief: bool = True  # this process logs, checkpoints and exports
+    runtime: dict = field(default_factory=dict)  # how it runs: strategy, replicas, LSTM
 
     @property
     def best_dir(self) -> Path:
@@ -373,6 +447,16 @@ def keep_if_best(job: Job, state: TrainState, rates, dev_loss: float, table) -> 
     if not better:
         state.bad_epochs += 1
         return False
+    if job.chief:
+        save_best(job, state, rates, table)
+    state.best_wer, state.best_loss, state.best_epoch = rates.wer, dev_loss, state.epoch
+    state.bad_epochs = 0
+    return True
+
+
+def save_best(job: Job, state: TrainState, rates, table) -> None:
+    """The model of this epoch in ``<workdir>/best``, with its dev transcripts and word
+    errors."""
     from .model import save_model
 
     cfg, best = job.cfg, job.best_dir
@@ -384,9 +468,6 @@ def keep_if_best(job: Job, state: TrainState, rates, dev_loss: float, table) -> 
         shutil.copy(cfg.workdir / "cmvn.json", best / "cmvn.json")
     write_utterances(best / "dev_transcripts.csv", table)
     write_word_errors(best / "dev_word_errors.csv", table)
-    state.best_wer, state.best_loss, state.best_epoch = rates.wer, dev_loss, state.epoch
-    state.bad_epochs = 0
-    return True
 
 
 def stop_reason(cfg: Config, state: TrainState) -> str:
@@ -422,6 +503,7 @@ def start_tracking(job: Job, state: TrainState) -> None:
                 tracker.log_metrics({k: v for k, v in h.items() if k != "epoch"}, h["epoch"])
         return
     tracker.log_params(flatten(cfg))
+    tracker.log_params({f"runtime.{k}": v for k, v in job.runtime.items()})
     rows = data.manifest_rows
     tracker.log_dataset(f"{cfg.name}-train", cfg.data.manifest("train"), rows["train"],
                         "training")
@@ -438,23 +520,35 @@ def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None) -> Job
     """Threads, seed, work directory, data, model, optimizer and compiled steps."""
     import keras
 
+    from .distribute import describe, is_chief, make_strategy
     from .model import build_model
+    from .tracking import NullTracker
 
     configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
+    strategy = make_strategy(cfg)  # first: a multi-worker strategy starts the runtime
+    chief = is_chief(strategy)
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if cfg.train.mixed_precision else "float32")
     keras.utils.set_random_seed(cfg.train.seed)
-    checkpoints = Checkpointer(cfg.workdir / "checkpoints")
-    if fresh:
+    checkpoints = Checkpointer(cfg.workdir / "checkpoints", writer=chief)
+    if fresh and chief:
         checkpoints.clear()
         shutil.rmtree(cfg.workdir / "best", ignore_errors=True)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg, progress)
-    model = build_model(cfg.model, cfg.features.n_features, data.alphabet)
-    steps_per_epoch = sum(1 for _ in make_dataset(data.train, cfg.batch, training=True))
-    optimizer = make_optimizer(cfg, steps_per_epoch)
-    optimizer.build(model.trainable_variables)
-    steps = Steps(model, optimizer, cfg.features.n_features, cfg.train.ema_decay)
+    data = load_data(cfg, progress, build=chief)
+    with strategy.scope():
+        model = build_model(cfg.model, cfg.features.n_features, data.alphabet)
+    steps_per_epoch = data.steps_per_epoch(cfg.batch)
+    with strategy.scope():
+        optimizer = make_optimizer(cfg, steps_per_epoch, strategy.num_replicas_in_sync)
+        optimizer.build(model.trainable_variables)
+    steps = Steps(model, optimizer, cfg.features.n_features, cfg.train.ema_decay, strategy,
+                  loss_scaling=cfg.train.mixed_precision)
+    runtime = {**describe(strategy), "lstm_impl": getattr(model, "lstm_impl", "scan"),
+               "mixed_precision": cfg.train.mixed_precision}
     return Job(cfg, data, model, steps, Schedule.for_config(cfg, steps_per_epoch),
-               steps_per_epoch, checkpoints, tracker, dev_decoding(cfg), progress)
+               steps_per_epoch, checkpoints, tracker if chief else NullTracker(),
+               dev_decoding(cfg), progress, strategy, chief, runtime)
 
 
 def train(cfg: Config, tracker=None, fresh: bool = False,
@@ -463,6 +557,19 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
     from .tracking import NullTracker
 
     job = prepare_job(cfg, tracker or NullTracker(), fresh, progress)
+    try:
+        return run_epochs(job)
+    finally:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def run_epochs(job: Job) -> TrainResult:
+    """Resume or start, train epoch after epoch until a stop reason, then finish."""
+    cfg = job.cfg
+    if job.runtime.get("replicas", 1) > 1 or job.runtime.get("lstm_impl") != "scan":
+        print("running on " + ", ".join(f"{k} {v}" for k, v in job.runtime.items()))
     digest = config_digest(cfg)
     state = job.checkpoints.restore(job.model, job.steps.state_variables, digest)
     if state is None:
@@ -482,7 +589,8 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
                 # saved before logging: see start_tracking
                 job.checkpoints.save(job.model, job.steps.state_variables, state)
                 job.tracker.log_metrics(metrics, step=epoch)
-                print_epoch(epoch, metrics, better)
+                if job.chief:
+                    print_epoch(epoch, metrics, better)
     except Interrupted:
         job.tracker.end("KILLED")
         raise
@@ -500,6 +608,9 @@ def finish(job: Job, state: TrainState) -> TrainResult:
     if not state.stop_reason:
         state.stop_reason = f"{cfg.train.epochs} epochs done"
     best, final = job.best_dir, cfg.model_dir
+    if not job.chief:  # the chief exports, logs and registers the model
+        return TrainResult(cfg.workdir, final, state.run_id, state.best_epoch, state.best_wer,
+                           state.history, state.stop_reason, {}, len(job.data.skipped))
     if not state.finished:
         shutil.rmtree(final, ignore_errors=True)
         shutil.copytree(best, final)

@@ -178,3 +178,17 @@ def test_tempo_in_batches_gives_true_lengths(rows):
     for batch in make_dataset(ex, cfg, training=False):  # dev: as extracted
         assert [int(n) for n in batch["feature_lengths"]] == \
             [len(ex.features[int(i)]) for i in batch["index"]]
+
+
+def test_counted_batches_equal_the_epochs_batches(rows):
+    from speechrnn.dataset import count_batches
+
+    ex = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3)
+    for cfg in (BatchConfig(batch_size=4, buckets=3), BatchConfig(batch_size=5, buckets=1),
+                BatchConfig(batch_size=3, buckets=2, spec_augment=SpecAugmentConfig(True))):
+        for epoch in (0, 1):
+            assert count_batches(ex, cfg) == sum(
+                1 for _ in make_dataset(ex, cfg, training=True, seed=4, epoch=epoch))
+    # tempo moves items between buckets in memory: counted on the first epoch, as before
+    cfg = BatchConfig(batch_size=3, buckets=3, tempo=0.4)
+    assert count_batches(ex, cfg) == sum(1 for _ in make_dataset(ex, cfg, training=True))

@@ -36,10 +36,13 @@ def batch(audios):
     ModelConfig(),  # the default: stride-3 front end, 3 x BiLSTM-224, layer norm
     ModelConfig(front_end=False, subsampling=1, lstm_layers=2, lstm_units=32, norm="none"),
     ModelConfig(subsampling=2, conv_kernel=3, lstm_layers=1, lstm_units=48),
-], ids=["default", "no-front-end", "stride-2"])
+    # each direction a keras.layers.LSTM (cuDNN on a GPU) instead of the tf.scan LSTM
+    ModelConfig(lstm_layers=2, lstm_units=64, lstm_impl="keras"),
+], ids=["default", "no-front-end", "stride-2", "keras-lstm"])
 def test_onnx_matches_keras(config, synth_corpus):
     alphabet = Alphabet()
     model = build_model(config, 39, alphabet)
+    assert model.lstm_impl == config.resolved_lstm_impl()
     rng = np.random.default_rng(0)  # larger weights than the initialiser: sharper outputs
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype)
                        for w in model.get_weights()])

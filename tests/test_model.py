@@ -1,11 +1,23 @@
+import json
+
+import h5py
+import keras
 import numpy as np
 import pytest
 
 from speechrnn.config import ConfigError, FeatureConfig, ModelConfig
-from speechrnn.model import build_model, load_model, save_model
+from speechrnn.model import (
+    build_model,
+    load_model,
+    lstm_weights,
+    resolve_lstm_impl,
+    save_model,
+    transfer_weights,
+)
 from speechrnn.text import Alphabet
 
 SMALL = ModelConfig(conv_filters=16, lstm_layers=2, lstm_units=8, dropout=0.0)
+TINY = ModelConfig(conv_filters=16, lstm_layers=2, lstm_units=24, dropout=0.0)
 
 
 def test_output_shape_lengths_and_log_probs():
@@ -20,10 +32,12 @@ def test_output_shape_lengths_and_log_probs():
     assert plain(x, np.array([100, 61], np.int32)).shape == (2, 100, 29)
 
 
-@pytest.mark.parametrize("stride", [1, 2, 3, 4])
-def test_padding_never_changes_a_result(stride):
+@pytest.mark.parametrize("stride,impl", [(1, "scan"), (2, "scan"), (3, "scan"), (4, "scan"),
+                                         (1, "keras"), (3, "keras")])
+def test_padding_never_changes_a_result(stride, impl):
     model = build_model(ModelConfig(subsampling=stride, conv_filters=16, lstm_layers=2,
-                                    lstm_units=8), 39, Alphabet())
+                                    lstm_units=8, lstm_impl=impl), 39, Alphabet())
+    assert model.lstm_impl == impl
     rng = np.random.default_rng(stride)
     a = rng.standard_normal((1, 77, 39)).astype(np.float32)
     alone = model(a, np.array([77], np.int32)).numpy()[0]
@@ -52,7 +66,131 @@ def test_save_and_load_round_trip(tmp_path):
 @pytest.mark.parametrize("kwargs,message", [
     ({"subsampling": 5}, "1-4"), ({"front_end": False}, "front_end"),
     ({"conv_kernel": 4}, "odd"), ({"norm": "batch"}, "layer|none"), ({"dropout": 1.0}, "dropout"),
+    ({"lstm_impl": "cudnn"}, "auto|scan|keras"),
 ])
 def test_bad_model_config(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         ModelConfig(**kwargs)
+
+
+# ---------------------------------------------------------------- LSTM implementations
+
+
+def padded_batch(seed: int = 0):
+    """Items of 37, 20, 5 and 1 frames padded to 40, with garbage in the padding."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array([37, 20, 5, 1], np.int32)
+    x = rng.standard_normal((4, 40, 39)).astype(np.float32)
+    x[np.arange(40)[None, :] >= lengths[:, None]] = 5.0
+    return x, lengths
+
+
+def sharpen(model, seed: int = 0):
+    """Larger weights than the initialiser: sharper outputs, larger differences."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    return model
+
+
+def assert_valid_frames_close(model, actual, expected, lengths, atol):
+    assert actual.dtype == np.float32 and expected.dtype == np.float32
+    for i, n in enumerate(model.output_lengths(lengths).numpy()):
+        np.testing.assert_allclose(actual[i, :n], expected[i, :n], atol=atol, rtol=0)
+
+
+def test_scan_and_keras_lstms_give_the_same_log_probs():
+    scan = sharpen(build_model(TINY, 39, Alphabet(), lstm_impl="scan"))
+    keras_model = transfer_weights(scan, build_model(TINY, 39, Alphabet(), lstm_impl="keras"))
+    assert (scan.lstm_impl, keras_model.lstm_impl) == ("scan", "keras")
+    blstm = keras_model.lstms[0]
+    assert isinstance(blstm.forward_lstm, keras.layers.LSTM)
+    assert blstm.forward_lstm.use_cudnn == "auto" and not blstm.forward_lstm.unroll
+    for a, b in zip(lstm_weights(scan.lstms[1].backward_lstm),
+                    lstm_weights(keras_model.lstms[1].backward_lstm)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x, lengths = padded_batch()
+    expected = scan.predict_log_probs(x, lengths).numpy()
+    assert_valid_frames_close(scan, keras_model.predict_log_probs(x, lengths).numpy(),
+                              expected, lengths, atol=1e-5)
+    assert_valid_frames_close(scan, keras_model(x, lengths).numpy(), expected, lengths,
+                              atol=1e-5)  # eager too
+    with pytest.raises(ValueError, match="not the same network"):
+        transfer_weights(scan, build_model(SMALL, 39, Alphabet(), lstm_impl="keras"))
+
+
+@pytest.mark.parametrize("saved,loaded", [("scan", "keras"), ("keras", "scan")])
+def test_a_model_moves_between_lstm_impls(tmp_path, saved, loaded):
+    model = sharpen(build_model(TINY, 39, Alphabet(), lstm_impl=saved))
+    x, lengths = padded_batch(1)
+    before = model.predict_log_probs(x, lengths).numpy()
+    save_model(tmp_path / "m", model, FeatureConfig(), Alphabet())
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["lstm_impl"] == saved
+    for impl in (saved, loaded):
+        other, *_ = load_model(tmp_path / "m", lstm_impl=impl)
+        assert other.lstm_impl == impl
+        assert_valid_frames_close(model, other.predict_log_probs(x, lengths).numpy(), before,
+                                  lengths, atol=1e-5)
+    assert load_model(tmp_path / "m")[0].lstm_impl == ModelConfig().resolved_lstm_impl()
+    with pytest.raises(ConfigError, match="auto|scan|keras"):
+        load_model(tmp_path / "m", lstm_impl="cudnn")
+
+
+def test_scan_weights_file_layout_is_unchanged(tmp_path):
+    """Directories written before ``lstm_impl`` existed (no key in model.json) load."""
+    config = ModelConfig(conv_filters=16, lstm_layers=1, lstm_units=16, dropout=0.0)
+    model = build_model(config, 39, Alphabet(), lstm_impl="scan")
+    save_model(tmp_path / "m", model, FeatureConfig(), Alphabet())
+    with h5py.File(tmp_path / "m" / "model.weights.h5") as f:
+        names = set()
+        f.visititems(lambda name, obj: names.add(name) if isinstance(obj, h5py.Dataset)
+                     else None)
+    lstm = [f"layers/bi_lstm/{d}_lstm/vars/{i}" for d in ("forward", "backward")
+            for i in range(3)]
+    assert names == {"front/conv1d/vars/0", "front/conv1d/vars/1", "head/vars/0",
+                     "head/vars/1", "layers/layer_normalization/vars/0",
+                     "layers/layer_normalization/vars/1", *lstm}
+    meta_path = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["lstm_impl"], meta["model"]["lstm_impl"]
+    meta_path.write_text(json.dumps(meta))
+    x, lengths = padded_batch(2)
+    before = model.predict_log_probs(x, lengths).numpy()
+    for impl in ("scan", "keras"):
+        loaded, *_ = load_model(tmp_path / "m", lstm_impl=impl)
+        assert_valid_frames_close(model, loaded.predict_log_probs(x, lengths).numpy(), before,
+                                  lengths, atol=1e-5)
+
+
+def test_lstm_impl_resolves():
+    import tensorflow as tf
+
+    here = "keras" if tf.config.list_physical_devices("GPU") else "scan"
+    assert ModelConfig().lstm_impl == "auto" and ModelConfig().resolved_lstm_impl() == here
+    assert ModelConfig(lstm_impl="keras").resolved_lstm_impl() == "keras"
+    assert ModelConfig(lstm_impl="scan").resolved_lstm_impl() == "scan"
+    assert resolve_lstm_impl(ModelConfig(lstm_impl="keras")) == "keras"
+    assert resolve_lstm_impl(ModelConfig(lstm_impl="keras"), "auto") == here
+    assert resolve_lstm_impl(ModelConfig(), "scan") == "scan"
+    with pytest.raises(ConfigError, match="auto|scan|keras"):
+        resolve_lstm_impl(ModelConfig(), "cudnn")
+
+
+@pytest.mark.parametrize("impl", ["scan", "keras"])
+def test_mixed_precision_computes_float16_returns_float32(impl):
+    reference = build_model(TINY, 39, Alphabet(), lstm_impl=impl)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = transfer_weights(reference, build_model(TINY, 39, Alphabet(), lstm_impl=impl))
+        assert mixed.lstms[0].forward_lstm.compute_dtype == "float16"
+        assert all(w.dtype == "float32" for w in mixed.weights)
+        x, lengths = padded_batch(3)
+        out = mixed.predict_log_probs(x, lengths).numpy()
+        eager = mixed(x, lengths).numpy()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(out).all() and np.isfinite(eager).all()
+    expected = reference.predict_log_probs(x, lengths).numpy()
+    assert_valid_frames_close(reference, out, expected, lengths, atol=1e-2)
+    assert_valid_frames_close(reference, eager, expected, lengths, atol=1e-2)
+    assert not np.array_equal(out, expected)  # float16 did the work

@@ -202,6 +202,47 @@ def test_nonfinite_batch_leaves_weights_alone(corpus, tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
+def test_mixed_precision_step_scales_the_loss_and_keeps_float32_weights():
+    """train.mixed_precision: float16 compute, float32 weights, a dynamic loss scale; the
+    step trains and its loss is the float32 step's within float16 rounding."""
+    import keras
+    import tensorflow as tf
+
+    from speechrnn.config import Config, ModelConfig, TrainConfig
+    from speechrnn.model import build_model
+    from speechrnn.text import Alphabet
+    from speechrnn.train import Steps, make_optimizer
+
+    rng = np.random.default_rng(0)
+    batch = {"features": tf.constant(rng.standard_normal((2, 30, 39)).astype(np.float32)),
+             "feature_lengths": tf.constant([30, 24]), "labels": tf.constant([[1, 2], [3, 0]]),
+             "label_lengths": tf.constant([2, 1])}
+    small = ModelConfig(conv_filters=8, lstm_layers=1, lstm_units=4, dropout=0.0)
+    keras.utils.set_random_seed(0)
+    start = build_model(small, 39, Alphabet()).get_weights()
+    losses = {}
+    for mixed in (False, True):
+        cfg = Config(model=small, train=TrainConfig(mixed_precision=mixed))
+        keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+        try:
+            model = build_model(cfg.model, 39, Alphabet())
+            model.set_weights(start)
+            optimizer = make_optimizer(cfg, 10)
+            optimizer.build(model.trainable_variables)
+            steps = Steps(model, optimizer, 39, loss_scaling=mixed)
+            losses[mixed], finite = steps.train_batch(batch)
+            for _ in range(40):  # an overflowing scaled step is skipped and the scale halved
+                if not all(np.array_equal(a, b) for a, b in zip(start, model.get_weights())):
+                    break
+                steps.train_batch(batch)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        assert finite and all(w.dtype == np.float32 for w in model.get_weights())
+        assert not all(np.array_equal(a, b) for a, b in zip(start, model.get_weights()))
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == mixed
+    assert losses[True] == pytest.approx(losses[False], rel=1e-2)
+
+
 def test_weight_average_follows_training_and_is_swapped_in_for_evaluation():
     import tensorflow as tf
 
