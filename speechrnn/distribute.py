@@ -77,6 +77,21 @@ def set_cluster(workers: list[str] | tuple[str, ...], index: int) -> Cluster:
     return Cluster(workers, index)
 
 
+def local_workers(n: int) -> list[str]:
+    """``n`` worker addresses on this machine (127.0.0.1 and a free port each): a cluster
+    to try multi-worker training on one machine."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def strategy_kind(cfg: Config, cluster: Cluster | None = None, gpus: int | None = None) -> str:
     """``none``, ``mirrored`` or ``multi_worker``: what ``train.distribute`` asks for here."""
     cluster = cluster or Cluster.from_env()
@@ -102,6 +117,9 @@ def make_strategy(cfg: Config):
 
     kind = strategy_kind(cfg)
     if kind == "multi_worker":
+        cluster = Cluster.from_env()
+        print(f"worker {cluster.index} of {cluster.size} ({', '.join(cluster.workers)}): "
+              "waiting for every worker to start (TF_CONFIG)", flush=True)
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()

@@ -112,3 +112,18 @@ def trained(synth_corpus, tmp_path_factory):
     return types.SimpleNamespace(model_dir=result.model_dir, run_id=result.run_id, uri=uri,
                                  name=experiment_name(cfg), corpus=synth_corpus,
                                  config=config)
+
+
+def check_epochs_are_seeded(batches, n: int) -> None:
+    """``batches(epoch, seed=1, skip=0)`` -> [(indexes, features)] of a training epoch:
+    every item once; the same (seed, epoch) gives the same batches, another epoch or seed
+    another order; skipping k batches gives the tail (what a resumed run sees)."""
+    e0, again, e1 = batches(0), batches(0), batches(1)
+    assert sorted(i for idx, _ in e0 for i in idx) == list(range(n))
+    assert [i for i, _ in e0] == [i for i, _ in again]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(e0, again, strict=True))
+    assert [i for i, _ in e0] != [i for i, _ in e1]
+    assert [i for i, _ in e0] != [i for i, _ in batches(0, seed=2)]
+    tail = batches(0, skip=2)
+    assert [i for i, _ in tail] == [i for i, _ in e0[2:]]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(tail, e0[2:], strict=True))

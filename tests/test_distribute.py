@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,12 @@ import yaml
 from conftest import ROOT, TINY_DATA
 
 from speechrnn.config import Config, TrainConfig
-from speechrnn.distribute import Cluster, set_cluster, strategy_kind
+from speechrnn.distribute import Cluster, local_workers, set_cluster, strategy_kind
 from speechrnn.errors import InputError
 
 
 def test_cluster_from_tf_config_and_flags(monkeypatch):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TF_CONFIG", "")  # restored afterwards: set_cluster writes it
     assert Cluster.from_env() == Cluster() and Cluster().is_chief and Cluster().size == 1
     cluster = set_cluster(["a:1", "b:2", "c:3"], 2)
     assert cluster == Cluster(("a:1", "b:2", "c:3"), 2) == Cluster.from_env()
@@ -87,6 +86,7 @@ print("replicas agree", one[0])
 """
 
 
+@pytest.mark.slow
 def test_two_replicas_share_each_batch_and_match_one_device():
     """Two replicas (two logical CPUs, MirroredStrategy) train exactly as one device does
     on the same global batches: losses, weights and their moving average."""
@@ -94,16 +94,6 @@ def test_two_replicas_share_each_batch_and_match_one_device():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "replicas agree" in proc.stdout
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def epoch_metrics(uri: str, experiment: str):
@@ -137,7 +127,7 @@ def test_two_worker_processes_train_as_one(synth_corpus, tmp_path):
                              str(config("single")), "--quiet"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
-    workers = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    workers = ",".join(local_workers(2))
     path = config("pair")
     logs = [(tmp_path / f"worker{i}.out", tmp_path / f"worker{i}.err") for i in (0, 1)]
     procs = []
