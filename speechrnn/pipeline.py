@@ -58,10 +58,13 @@ def features(cfg: Config, workers: int | None = None, progress: bool | None = No
 def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool | None = None,
           tracker=None):
     """Train (or resume) the model ``cfg`` describes; a :class:`speechrnn.train.TrainResult`.
-    Tracked in MLflow when ``tracking.enabled`` and ``track`` (or into ``tracker``)."""
+    Tracked in MLflow when ``tracking.enabled`` and ``track`` (or into ``tracker``), by the
+    chief alone when several workers train together."""
+    from .distribute import Cluster
     from .tracking import make_tracker
     from .train import train as run
 
+    track = track and Cluster.from_env().is_chief  # the others never touch the store
     return run(cfg, tracker or make_tracker(cfg, enabled=track), fresh=fresh,
                progress=progress)
 

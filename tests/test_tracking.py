@@ -227,3 +227,23 @@ def test_plot_history_draws_three_panels():
         import matplotlib.pyplot as plt
 
         plt.close(figure)
+
+
+def test_tracker_joins_an_experiment_another_process_just_created(tmp_path, monkeypatch):
+    """Two workers (or two runs) starting at once: the one that loses the race to create
+    the experiment logs into it instead of failing."""
+    import mlflow
+
+    from speechrnn.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker("speechrnn-race", uri)
+    real, calls = mlflow.get_experiment_by_name, []
+
+    def stale(name):  # looked up just before the other process created it
+        calls.append(name)
+        return None if len(calls) == 1 else real(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", stale)
+    second = Tracker("speechrnn-race", uri)
+    assert second.experiment_id == first.experiment_id and len(calls) == 2

@@ -37,10 +37,18 @@ class Tracker(RunTracker):
         mlflow.set_tracking_uri(self.uri)
         root = _artifact_root(self.uri)
         found = mlflow.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else mlflow.create_experiment(
-            experiment, artifact_location=root,
-            # the UI opens it as model training (runs, metrics, charts), not as GenAI traces
-            tags={"mlflow.experimentKind": "custom_model_development"})
+        if found is None:
+            try:
+                self.experiment_id = mlflow.create_experiment(
+                    experiment, artifact_location=root,
+                    # the UI opens it as model training (runs, metrics, charts), not GenAI
+                    tags={"mlflow.experimentKind": "custom_model_development"})
+            except mlflow.exceptions.MlflowException:  # another process created it first
+                found = mlflow.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+        if found is not None:
+            self.experiment_id = found.experiment_id
         self.run_id: str | None = None
 
     def start(self, run_id: str | None = None, run_name: str | None = None) -> str:
