@@ -76,18 +76,21 @@ def recipe_decoding(cfg: Config, method: str = "beam") -> Decoding:
     return Decoding.for_recipe(cfg, method)
 
 
-def load(model, decoding: Decoding | None = None, backend: str = "auto"):
+def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bool = True):
     """A :class:`speechrnn.transcribe.Transcriber` for a model directory, a
     ``runs:/<run_id>/model`` or ``models:/<name>/<version>`` URI, or a config (its trained
-    model); a ready transcriber is returned as it is."""
+    model); a ready transcriber is returned as it is. ``vad=False``: decode every sound as
+    speech (noise and tones too)."""
     from .transcribe import Transcriber, load_model
+    from .vad import VadOptions
 
     if isinstance(model, Transcriber):
         return model
     if isinstance(model, Config):
         model = model.model_dir
     decoding = decoding or Decoding()
-    return load_model(model, backend=backend, options=decoding.options, lm=decoding.lm)
+    return load_model(model, backend=backend, options=decoding.options, lm=decoding.lm,
+                      vad=VadOptions(enabled=vad))
 
 
 @dataclass
@@ -115,7 +118,7 @@ class Report:
 
 def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
              out: str | Path | None = None, run_id: str | None = None,
-             name: str | None = None, backend: str = "auto",
+             name: str | None = None, backend: str = "auto", vad: bool = True,
              progress: bool | None = None) -> Report:
     """WER and CER of ``model`` (as :func:`load` takes it) on a manifest.
 
@@ -127,7 +130,7 @@ def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
     from .report import write_report
 
     decoding = decoding or Decoding()
-    transcriber = load(model, decoding, backend)
+    transcriber = load(model, decoding, backend, vad)
     rates, scores = evaluate_model(transcriber, read_manifest(manifest), progress=progress)
     report = Report(str(model.model_dir if isinstance(model, Config) else model),
                     str(manifest), decoding, transcriber.backend, rates, scores,
@@ -171,7 +174,7 @@ def find_audio(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
 
 
 def transcribe(model, sources: Iterable, decoding: Decoding | None = None, *,
-               backend: str = "auto", progress: bool | None = None,
+               backend: str = "auto", vad: bool = True, progress: bool | None = None,
                on_error: Callable[[AudioError], None] | None = None,
                ) -> Iterator:
     """Transcribe audio files (or bytes) one by one with ``model`` (as :func:`load` takes
@@ -180,7 +183,7 @@ def transcribe(model, sources: Iterable, decoding: Decoding | None = None, *,
     go on. Several inputs show a bar of files done; one long file a bar of its audio."""
     from .progress import progress_bar
 
-    transcriber = load(model, decoding, backend)
+    transcriber = load(model, decoding, backend, vad)
     sources = list(sources)
     single = len(sources) == 1
     with progress_bar(len(sources), "transcribing", False if single else progress) as bar:

@@ -11,14 +11,16 @@ by block and cut into chunks of at most ``max_chunk_s`` at the quietest point of
 window (:mod:`speechrnn.segment`), so an hour of audio needs no more memory than one chunk;
 word times are offset by where their chunk starts and their edges snapped to the sound
 (:mod:`speechrnn.timing`). Chunks are run through the network ``batch_size`` at a time.
-Output formats (txt, json, srt, vtt) are in :mod:`speechrnn.formats`.
+Audio without speech (noise, hum, tones, music, silence: :mod:`speechrnn.vad`) gives no
+words: such audio is not run through the network, and a word that does not touch speech is
+dropped. Output formats (txt, json, srt, vtt) are in :mod:`speechrnn.formats`.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from .features import CMVN, FeatureExtractor
 from .model_dir import read_model_dir, resolve_model
 from .segment import ChunkOptions, chunks
 from .timing import snap_to_speech
+from .vad import VadOptions, overlaps, speech_regions
 
 MIN_SECONDS = 0.1  # shorter audio holds no word
 
@@ -65,6 +68,7 @@ class Transcriber:
     chunking: ChunkOptions = ChunkOptions()
     batch_size: int = 8
     threads: int = 0  # ONNX Runtime intra-op threads (0: all cores)
+    vad: VadOptions = VadOptions()  # enabled=False: every sound is decoded as speech
     network: object = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -148,13 +152,22 @@ class Transcriber:
     def transcribe_batch(self, audios: list[np.ndarray],
                          options: DecodingOptions | None = None) -> list[Hypothesis]:
         """Short utterances (model-rate arrays) through the network together; word edges
-        snapped to the sound (:func:`snap_to_speech`)."""
+        snapped to the sound (:func:`snap_to_speech`). Audio without speech gives an empty
+        hypothesis, and words that do not touch speech are dropped (``vad``)."""
+        regions = [speech_regions(a, self.sample_rate, self.vad) if self.vad.enabled else None
+                   for a in audios]
+        run = [i for i, r in enumerate(regions) if r is None or r]
+        hyps = [Hypothesis("")] * len(audios)
+        if not run:
+            return hyps
         # BLAS threads left spinning after the feature matmuls steal the cores ONNX Runtime's
         # LSTM needs: held to one, transcription runs about 1.8x faster on 2 cores
         with self._blas.limit(limits=1, user_api="blas"):
-            return [snap_to_speech(self.decode(lp, options), audio, self.sample_rate,
-                                   self.features.frames_per_second)
-                    for lp, audio in zip(self.log_probs_batch(audios), audios)]
+            for i, lp in zip(run, self.log_probs_batch([audios[i] for i in run])):
+                hyp = snap_to_speech(self.decode(lp, options), audios[i], self.sample_rate,
+                                     self.features.frames_per_second)
+                hyps[i] = hyp if regions[i] is None else _keep_speech(hyp, regions[i])
+        return hyps
 
     def _run(self, pending, options) -> list[Hypothesis]:
         frame = int(self.sample_rate / self.features.frames_per_second)  # one feature hop
@@ -163,6 +176,16 @@ class Transcriber:
             return []
         hyps = self.transcribe_batch([c for _, c in pending], options)
         return [h.shifted(o / self.sample_rate) for (o, _), h in zip(pending, hyps)]
+
+
+def _keep_speech(hyp: Hypothesis, regions: list[tuple[float, float]]) -> Hypothesis:
+    """``hyp`` without the words that touch none of the speech ``regions``."""
+    words = tuple(w for w in hyp.words if overlaps(regions, w.start, w.end))
+    if len(words) == len(hyp.words):
+        return hyp
+    if not words:
+        return Hypothesis("")
+    return replace(hyp, text=" ".join(w.word for w in words), words=words)
 
 
 def _join(pieces: list[Hypothesis], duration: float, source: str) -> Transcript:

@@ -1,0 +1,141 @@
+"""Voice activity: where in an audio signal someone speaks, so that noise, hum, tones, music
+and silence give no words.
+
+A 10 ms frame is *voiced* when it is loud enough (``floor_db`` dBFS), its 200-4,000 Hz
+spectrum is neither flat like noise nor a few lines like a tone or hum (spectral flatness
+between ``min_flatness`` and ``max_flatness``), and it repeats at a voice's pitch period
+(a local autocorrelation peak of at least ``min_periodicity`` at 60-400 Hz), without the
+rumble of brown noise (``max_rumble``: power under 150 Hz over the band's). Speech holds
+such frames in a good share of every syllable; white, pink or brown noise, hum, steady or
+played tones and silence hold almost none. A stretch is speech where at least
+``min_voiced`` of the frames around it (``window_s``) are voiced, widened by ``pad_s`` on
+each side to take in the unvoiced sounds (s, f, t) at the edges of words.
+
+:func:`speech_regions` gives the speech stretches of an array; the transcriber runs the
+network only on chunks that hold speech and keeps only words that touch it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    enabled: bool = True
+    floor_db: float = -60.0  # frames quieter than this (dBFS) are not voiced
+    min_flatness: float = 0.002  # below: a tone, hum or a few partials
+    max_flatness: float = 0.3  # above: noise
+    min_periodicity: float = 0.5  # normalised autocorrelation peak at a pitch period
+    max_rumble: float = 3.0  # power under 150 Hz / power at 200-4,000 Hz
+    window_s: float = 0.3
+    min_voiced: float = 0.3  # share of voiced frames in a window that makes it speech
+    pad_s: float = 0.3
+
+
+_HOP_S, _WIN_S, _N_FFT = 0.010, 0.040, 2048
+
+
+def voiced_frames(audio: np.ndarray, sample_rate: int,
+                  options: VadOptions = VadOptions()) -> np.ndarray:
+    """One bool per 10 ms hop: does the frame sound like a voice?"""
+    import librosa
+
+    hop, win = int(_HOP_S * sample_rate), int(_WIN_S * sample_rate)
+    n_fft = max(_N_FFT, 1 << (2 * win - 1).bit_length())  # no wrap-around in the autocorr
+    audio = np.asarray(audio, np.float32)
+    if len(audio) < win:
+        return np.zeros(0, bool)
+    window = np.hanning(win).astype(np.float32)
+    power = np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop, win_length=win,
+                                window=window, center=True)) ** 2
+    freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
+    band = power[(freqs >= 200) & (freqs <= 4000)] + 1e-12
+    flatness = np.exp(np.mean(np.log(band), axis=0)) / np.mean(band, axis=0)
+    # mean square of the windowed frame (Parseval), in dB of a full-scale sine's
+    energy = (power[0] + power[-1] + 2 * power[1:-1].sum(axis=0)) / n_fft
+    db = 10 * np.log10(energy / (0.5 * float(np.sum(window ** 2))) + 1e-12)
+    auto = np.fft.irfft(power, n=n_fft, axis=0)
+    # divided by the window's own autocorrelation, which falls with the lag: else a low
+    # voice (long period) would look less periodic than a high one
+    own = np.fft.irfft(np.abs(np.fft.rfft(window, n_fft)) ** 2, n_fft)
+    auto = auto / (auto[:1] + 1e-12) / np.maximum(own / own[0], 1e-3)[:, None]
+    lo, hi = int(sample_rate / 400), int(sample_rate / 60)
+    mid = auto[lo:hi + 1]
+    # a true peak, not the slope of a smooth (brown-noise or hum-like) autocorrelation
+    peaks = (mid[1:-1] > mid[:-2]) & (mid[1:-1] >= mid[2:])
+    periodicity = np.where(peaks, mid[1:-1], 0.0).max(axis=0)
+    # rumble: power under 150 Hz over that of the 200-4,000 Hz band (brown noise: ~9)
+    rumble = power[freqs < 150].sum(axis=0) / band.sum(axis=0)
+    return ((db > options.floor_db) & (rumble < options.max_rumble)
+            & (flatness > options.min_flatness) & (flatness < options.max_flatness)
+            & (periodicity > options.min_periodicity))
+
+
+def speech_mask(audio: np.ndarray, sample_rate: int,
+                options: VadOptions = VadOptions()) -> np.ndarray:
+    """One bool per 10 ms hop: is this part of a speech stretch (padded)?"""
+    voiced = voiced_frames(audio, sample_rate, options).astype(np.float32)
+    if not len(voiced):
+        return np.zeros(0, bool)
+    width = max(int(round(options.window_s / _HOP_S)), 1)
+    share = np.convolve(voiced, np.ones(width, np.float32) / width, mode="same")
+    speech = share >= options.min_voiced
+    pad = int(round(options.pad_s / _HOP_S))
+    if pad and speech.any():
+        speech = np.convolve(speech.astype(np.float32), np.ones(2 * pad + 1), "same") > 0
+    return speech
+
+
+def speech_regions(audio: np.ndarray, sample_rate: int,
+                   options: VadOptions = VadOptions()) -> list[tuple[float, float]]:
+    """The speech stretches of ``audio`` as (start, end) seconds, in order."""
+    mask = speech_mask(audio, sample_rate, options)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    duration = len(audio) / sample_rate
+    return [(round(a * _HOP_S, 3), round(min(b * _HOP_S, duration), 3))
+            for a, b in zip(edges[::2], edges[1::2])]
+
+
+def overlaps(regions: list[tuple[float, float]], start: float, end: float) -> bool:
+    """Does [start, end] touch any of ``regions``?"""
+    return any(a <= end and start <= b for a, b in regions)
+
+
+def non_speech_signals(seconds: float = 10.0, sample_rate: int = 16000,
+                       seed: int = 0) -> dict[str, np.ndarray]:
+    """Sounds that hold no speech, each ``seconds`` long: white, pink and brown noise, mains
+    hum, a steady tone, a chord, a played melody, silence and near-silent noise; what
+    :func:`speech_regions` must find nothing in (tests and ``bench/reliability.py``)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+
+    def coloured(power: float) -> np.ndarray:  # noise whose power falls as 1/f**power
+        spectrum = np.fft.rfft(rng.normal(0, 1, n))
+        f = np.fft.rfftfreq(n, 1 / sample_rate)
+        spectrum[1:] /= f[1:] ** (power / 2)
+        spectrum[0] = 0
+        x = np.fft.irfft(spectrum, n)
+        return 0.1 * x / x.std()
+
+    def notes(freqs) -> np.ndarray:
+        return sum(np.sin(2 * np.pi * f * t) for f in freqs) * 0.3 / len(freqs)
+
+    melody = np.zeros(n)
+    scale = [261.6, 293.7, 329.6, 349.2, 392.0, 440.0, 493.9, 523.3]
+    step = sample_rate // 4
+    tt = np.arange(step) / sample_rate
+    for start in range(0, n - step + 1, step):
+        f = scale[rng.integers(len(scale))]
+        melody[start:start + step] = (0.3 * np.sin(2 * np.pi * f * tt) * np.exp(-6 * tt)
+                                      + 0.1 * np.sin(4 * np.pi * f * tt) * np.exp(-8 * tt))
+    signals = {
+        "white noise": rng.normal(0, 0.1, n), "loud white noise": rng.normal(0, 0.4, n),
+        "pink noise": coloured(1), "brown noise": coloured(2),
+        "hum 50 Hz": notes([50, 100, 150]), "hum 60 Hz": notes([60, 180]),
+        "tone 440 Hz": notes([440]), "chord": notes([261.6, 329.6, 392.0]),
+        "melody": melody, "silence": np.zeros(n), "quiet noise": rng.normal(0, 0.001, n)}
+    return {k: np.clip(v, -1, 1).astype(np.float32) for k, v in signals.items()}
