@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from . import __version__
 from .config import DataConfig, EvalConfig, FeatureConfig, ModelConfig
 from .errors import InputError, NotFoundError, SpeechRNNError
 from .manifest import format_stats, manifest_stats, read_manifest
+from .serve import ServeLimits
 
 
 def _speakers(value: str) -> tuple[str, ...]:
@@ -167,6 +170,7 @@ def cmd_evaluate(args) -> int:
 
     report = evaluate(args.model, args.manifest, _decoding(args), out=args.out,
                       run_id=args.run_id, name=args.name, backend=args.backend,
+                      vad=not args.no_vad,
                       progress=False if args.quiet else None)
     print(json.dumps(report.summary(), indent=2))
     return 0
@@ -196,6 +200,7 @@ def cmd_transcribe(args) -> int:
     used: set[str] = set()
     done = 0
     for result in transcribe(args.model, files, _decoding(args), backend=args.backend,
+                             vad=not args.no_vad,
                              progress=False if args.quiet else None):
         done += 1
         text = format_transcript(result, args.format, args.max_words_per_cue)
@@ -213,26 +218,56 @@ def cmd_transcribe(args) -> int:
     return 1 if failed else 0
 
 
-def _server(kind: str, args) -> int:
+def cmd_ui(args) -> int:
+    import signal
     import subprocess
 
-    from .tracking import server_command
+    from .tracking import ui_command
 
-    command, env = server_command(kind, args.host, args.port, getattr(args, "model", None))
-    what = "MLflow UI" if kind == "ui" else f"model {args.model}"
-    print(f"serving {what} at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    command, env = ui_command(args.host, args.port)
+    print(f"serving the MLflow UI at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    # MLflow's server and its workers in a process group of their own, stopped with us
+    # whatever stops us (Ctrl-C, SIGTERM, an error)
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        return subprocess.call(command, env=env)
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_group(proc)
 
 
-def cmd_ui(args) -> int:
-    return _server("ui", args)
+def _stop_group(proc, grace: float = 10.0) -> None:
+    """SIGTERM to ``proc``'s process group, SIGKILL to what is left after ``grace`` s."""
+    import signal
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            os.killpg(proc.pid, 0)  # workers of the group still alive?
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
 
 
 def cmd_serve(args) -> int:
-    return _server("serve", args)
+    from .serve import ServeLimits, serve
+
+    limits = ServeLimits(args.max_request_mb, args.max_audio_s, args.timeout_s,
+                         args.max_concurrent, args.max_queue)
+    print(f"serving model {args.model} at http://{args.host}:{args.port} (Ctrl-C stops)",
+          flush=True)
+    serve(args.model, args.host, args.port, limits)
+    return 0
 
 
 def cmd_stats(args) -> int:
@@ -283,6 +318,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm-order", type=int, default=EvalConfig.lm_order)
     p.add_argument("--lm-weight", type=float, default=EvalConfig.lm_weight)
     p.add_argument("--word-bonus", type=float, default=EvalConfig.word_bonus)
+    p.add_argument("--no-vad", action="store_true", help="decode every sound as speech "
+                   "(by default noise, hum, tones, music and silence give no words)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -382,6 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "models:/<name>/<version>, or a model directory trained with tracking on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: local only)")
     p.add_argument("--port", type=int, default=5001)
+    limits = ServeLimits()
+    p.add_argument("--max-request-mb", type=float, default=limits.max_request_mb,
+                   help="larger request bodies get 413 (default: %(default)s)")
+    p.add_argument("--max-audio-s", type=float, default=limits.max_audio_s,
+                   help="longer audio items get an error in their row (default: %(default)s)")
+    p.add_argument("--timeout-s", type=float, default=limits.timeout_s,
+                   help="requests running longer get 504 (default: %(default)s)")
+    p.add_argument("--max-concurrent", type=int, default=limits.max_concurrent,
+                   help="requests transcribed at once (default: %(default)s)")
+    p.add_argument("--max-queue", type=int, default=limits.max_queue,
+                   help="requests waiting for a turn; more get 503 (default: %(default)s)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -58,13 +58,14 @@ def test_the_mlflow_names_load_on_first_use():
         load_pyfunc,
         log_to_run,
         pinned_requirements,
+        scoring_app,
         served_model_uri,
-        server_command,
+        ui_command,
     )
 
     assert issubclass(Tracker, RunTracker)
     assert Tracker.__module__ == "speechrnn.tracking.runs"
-    assert server_command.__module__ == "speechrnn.tracking.servers"
+    assert ui_command.__module__ == scoring_app.__module__ == "speechrnn.tracking.servers"
     assert download_model.__module__ == "speechrnn.tracking.registry"
     assert [c.name for c in SIGNATURE.inputs.inputs] == ["audio"]
     assert any(r.startswith("mlflow==") for r in pinned_requirements())
@@ -189,17 +190,14 @@ def test_tracker_logs_to_a_real_store_and_reads_its_steps_back(store, tmp_path):
         log_to_run("0" * 32, {"test_wer": 0.1}, [], "eval", uri=store)
 
 
-def test_server_commands_and_served_model_uri(tmp_path):
-    from speechrnn.tracking import served_model_uri, server_command
+def test_ui_command_and_served_model_uri(tmp_path):
+    from speechrnn.tracking import served_model_uri, ui_command
 
-    cmd, env = server_command("ui", "127.0.0.1", 5000, uri="sqlite:///x/mlflow.db")
+    cmd, env = ui_command("127.0.0.1", 5000, uri="sqlite:///x/mlflow.db")
     assert cmd[:4] == [sys.executable, "-m", "mlflow", "ui"]
     assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:///x/mlflow.db"
     assert env["MLFLOW_TRACKING_URI"] == "sqlite:///x/mlflow.db"
     assert env["MLFLOW_DISABLE_TELEMETRY"]  # speechrnn/__init__.py's default, passed on
-    cmd, _ = server_command("serve", "127.0.0.1", 5001, model="models:/m/1")
-    assert cmd[3:7] == ["models", "serve", "-m", "models:/m/1"]
-    assert "--env-manager" in cmd and cmd[-1] == "5001"
 
     assert served_model_uri("runs:/abc/model") == "runs:/abc/model"
     (tmp_path / "trained").mkdir()

@@ -13,7 +13,8 @@ names load on first use:
 - ``runs``: :class:`Tracker` (one MLflow run) and :func:`log_to_run`;
 - ``registry``: logged models, :func:`download_model`, :func:`served_model_uri`,
   :func:`load_pyfunc`, ``SIGNATURE``, :func:`pinned_requirements`;
-- ``servers``: :func:`server_command` for ``speechrnn ui`` and ``speechrnn serve``;
+- ``servers``: :func:`ui_command` for ``speechrnn ui``, :func:`scoring_app` for
+  ``speechrnn serve``;
 - ``pyfunc.py``: the logged model itself, an MLflow "model from code" that MLflow runs when
   it loads the model (never imported by the library).
 """
@@ -42,7 +43,8 @@ _LAZY = {
     "pinned_requirements": "registry",
     "MODEL_REQUIREMENTS": "registry",
     "SIGNATURE": "registry",
-    "server_command": "servers",
+    "ui_command": "servers",
+    "scoring_app": "servers",
 }
 
 __all__ = ["DEFAULT_URI", "NullTracker", "RunTracker", "experiment_name", "make_tracker",
@@ -94,6 +96,10 @@ class RunTracker:
     def logged_steps(self, metric: str) -> set[int]:
         """The steps at which ``metric`` was logged in this run (none here)."""
         return set()
+
+    def log_history(self, history: list[dict]) -> None:
+        """Log the epochs of ``history`` (dicts of ``epoch`` and metrics) that the run does
+        not have yet: after an interrupt, or a store that could not be reached."""
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Set run tags (values as strings)."""

@@ -24,19 +24,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 
-def _audio_bytes(item) -> bytes:
-    if isinstance(item, (bytes, bytearray)):
-        return bytes(item)
+def _audio_bytes(item):
+    """Bytes of an item; anything else is passed on for ``transcribe_items`` to refuse."""
     if isinstance(item, str):  # base64 that the schema did not decode
         try:
             return base64.b64decode(item, validate=True)
         except (binascii.Error, ValueError):
-            raise ValueError("not base64-encoded audio") from None
-    raise ValueError(f"expected audio bytes, got {type(item).__name__}")
+            return item
+    return item
 
 
 class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
-    """Audio bytes in, text out: features, network and decoding inside."""
+    """Audio bytes in, text out: features, network and decoding inside. ``limits`` (a
+    :class:`speechrnn.serve.ServeLimits`, set by ``speechrnn serve``) bound each item."""
+
+    limits = None
 
     def load_context(self, context):
         from speechrnn.transcribe import Transcriber
@@ -44,7 +46,7 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
         self.transcriber = Transcriber(context.artifacts["model_dir"])
 
     def predict(self, context, model_input, params=None):
-        from speechrnn.audio import AudioError
+        from speechrnn.serve import ServeLimits, transcribe_items
 
         if isinstance(model_input, (pd.DataFrame, dict)):
             if "audio" not in model_input:
@@ -53,18 +55,13 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
             items = list(model_input["audio"])
         else:
             items = list(model_input)
-        rows = []
-        for i, item in enumerate(items):
-            try:
-                r = self.transcriber.transcribe(_audio_bytes(item))
-                rows.append((r.text, r.confidence, json.dumps(r.as_dict()["words"]), ""))
-            except (AudioError, ValueError) as err:
-                reason = err.reason if isinstance(err, AudioError) else str(err)
-                rows.append(("", 0.0, "[]", f"audio {i}: {reason}"))
-        if not rows or all(r[3] for r in rows):
-            raise MlflowException("; ".join(r[3] for r in rows) or "no audio given",
+        rows = transcribe_items(self.transcriber, [_audio_bytes(x) for x in items],
+                                self.limits or ServeLimits())
+        if not rows or all(r["error"] for r in rows):
+            raise MlflowException("; ".join(r["error"] for r in rows) or "no audio given",
                                   INVALID_PARAMETER_VALUE)
-        return pd.DataFrame(rows, columns=["text", "confidence", "words", "error"])
+        return pd.DataFrame([(r["text"], r["confidence"], json.dumps(r["words"]), r["error"])
+                             for r in rows], columns=["text", "confidence", "words", "error"])
 
 
 mlflow.models.set_model(SpeechRecognizerModel())

@@ -1,5 +1,5 @@
 """The MLflow servers behind ``speechrnn ui`` (the tracking UI on the project's store) and
-``speechrnn serve`` (a logged model behind MLflow's scoring server)."""
+``speechrnn serve`` (a logged model in MLflow's scoring app, run by :mod:`speechrnn.serve`)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,25 @@ from pathlib import Path
 from . import tracking_uri
 
 
-def server_command(kind: str, host: str, port: int, model: str | None = None,
-                   uri: str | None = None) -> tuple[list[str], dict]:
-    """The command line and environment of ``mlflow ui`` on the project's store
-    (``kind="ui"``), or of ``mlflow models serve`` of ``model`` (in this environment:
-    ``--env-manager local``)."""
+def ui_command(host: str, port: int, uri: str | None = None) -> tuple[list[str], dict]:
+    """The command line and environment of ``mlflow ui`` on the project's store."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(uri),
            # the servers MLflow starts (uvicorn) live beside this Python, venv or not
            "PATH": os.pathsep.join([str(Path(sys.executable).parent),
                                     os.environ.get("PATH", "")])}
-    base = [sys.executable, "-m", "mlflow"]
-    if kind == "ui":
-        return base + ["ui", "--backend-store-uri", tracking_uri(uri), "--host", host,
-                       "--port", str(port), "--workers", "1"], env
-    from .registry import served_model_uri
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(uri),
+            "--host", host, "--port", str(port), "--workers", "1"], env
 
-    return base + ["models", "serve", "-m", served_model_uri(model), "--env-manager", "local",
-                   "--host", host, "--port", str(port)], env
+
+def scoring_app(model: str, limits, uri: str | None = None):
+    """MLflow's scoring app (an ASGI app) for ``model``, whose items are held to
+    ``limits`` (a :class:`speechrnn.serve.ServeLimits`)."""
+    from .registry import load_pyfunc, served_model_uri
+
+    # MLflow's own time limit, a little after ours (speechrnn.serve.Limits answers 504)
+    os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(int(limits.timeout_s) + 5)
+    from mlflow.pyfunc import scoring_server
+
+    loaded = load_pyfunc(served_model_uri(model), uri)
+    loaded.unwrap_python_model().limits = limits
+    return scoring_server.init(loaded)
