@@ -49,8 +49,10 @@ def voiced_frames(audio: np.ndarray, sample_rate: int,
     if len(audio) < win:
         return np.zeros(0, bool)
     window = np.hanning(win).astype(np.float32)
-    power = np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=hop, win_length=win,
-                                window=window, center=True)) ** 2
+    frames = 1 + len(audio) // hop
+    padded = np.pad(audio, (0, max(n_fft - len(audio), 0)))  # librosa wants >= n_fft
+    power = np.abs(librosa.stft(padded, n_fft=n_fft, hop_length=hop, win_length=win,
+                                window=window, center=True))[:, :frames] ** 2
     freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
     band = power[(freqs >= 200) & (freqs <= 4000)] + 1e-12
     flatness = np.exp(np.mean(np.log(band), axis=0)) / np.mean(band, axis=0)
