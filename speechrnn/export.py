@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_write_bytes
+
 OPSET = 17  # LayerNormalization
 
 
@@ -117,9 +119,7 @@ def build_onnx(model):
 def export_onnx(model, path: str | Path) -> Path:
     """Write the network to ``path`` (``model.onnx`` in a model directory)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(build_onnx(model).SerializeToString())
-    tmp.replace(path)
+    atomic_write_bytes(path, build_onnx(model).SerializeToString())
     return path
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 from .audio import AudioError, load_audio
 from .config import FeatureConfig
 from .errors import InputError
+from .files import atomic_write_bytes, atomic_write_text
 
 CACHE_VERSION = 1  # bump when the computation changes in a way the config does not show
 
@@ -134,8 +134,8 @@ class CMVN:
         return cls(mean.astype(np.float32), std.astype(np.float32), count)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"mean": self.mean.tolist(), "std": self.std.tolist(),
-                                          "frames": self.frames}))
+        atomic_write_text(path, json.dumps({"mean": self.mean.tolist(),
+                                            "std": self.std.tolist(), "frames": self.frames}))
 
     @classmethod
     def load(cls, path: str | Path) -> CMVN:
@@ -193,14 +193,9 @@ class FeatureCache:
     def put(self, key: str, features: np.ndarray) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, features, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        data = io.BytesIO()  # numpy's own writes to a full disk lose the errno
+        np.save(data, features, allow_pickle=False)
+        atomic_write_bytes(path, data.getvalue(), fsync=False)  # damaged entries: recomputed
 
 
 class FeatureExtractor:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import InputError, NotFoundError
+from .files import atomic_write_text
 
 BOS, EOS = "<s>", "</s>"
 
@@ -101,7 +102,7 @@ class WordLM:
         data = {"order": self.order, "oov_log_prob": self.oov_log_prob,
                 "counts": [[[list(h), dict(c)] for h, c in level.items()]
                            for level in self.counts]}
-        Path(path).write_text(json.dumps(data))
+        atomic_write_text(path, json.dumps(data))
 
     @classmethod
     def load(cls, path: str | Path) -> WordLM:

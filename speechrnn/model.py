@@ -21,10 +21,11 @@ weights (:func:`transfer_weights`) to the implementation asked for.
 Under the ``mixed_float16`` Keras dtype policy the network computes in float16 and the
 CTC head and log-softmax in float32: the log-probabilities are always float32.
 
-A trained model is saved as a directory (:func:`save_model`): ``model.weights.h5``,
-``model.json`` (model and feature configuration), ``alphabet.json`` and, when ONNX is
-installed, ``model.onnx`` (see :mod:`speechrnn.export`). :func:`load_model` rebuilds the
-network from that configuration and loads the weights: no pickled code.
+A trained model is saved as a directory (:func:`save_model`, which replaces it whole):
+``model.weights.h5``, ``model.json`` (model and feature configuration), ``alphabet.json``
+and, when ONNX is installed, ``model.onnx`` (see :mod:`speechrnn.export`).
+:func:`load_model` rebuilds the network from that configuration and loads the weights: no
+pickled code.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import tensorflow as tf
 from keras import layers
 
 from .config import FeatureConfig, ModelConfig, from_dict
+from .files import check_space, replace_dir
 from .model_dir import FORMAT_VERSION, read_model_dir
 from .text import Alphabet
 
@@ -222,9 +224,23 @@ def transfer_weights(src: keras.Model, dst: keras.Model) -> keras.Model:
 
 
 def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
-               alphabet: Alphabet, extra: dict | None = None) -> Path:
-    """Write the model directory: weights, configuration and alphabet."""
+               alphabet: Alphabet, extra: dict | None = None, atomic: bool = True) -> Path:
+    """Write the model directory: weights, configuration, alphabet (and ONNX). ``atomic``:
+    written beside ``path``, which it then replaces whole (a kill or a full disk midway
+    leaves the previous model there, usable); False: the files are written into ``path``
+    (a folder the caller replaces as a whole)."""
     path = Path(path)
+    if atomic:
+        with replace_dir(path) as folder:
+            save_model(folder, model, features, alphabet, extra, atomic=False)
+        return path
+    from .export import export_onnx, onnx_available
+
+    onnx = onnx_available()
+    weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
+                       for w in model.weights)
+    # HDF5 can crash the process on a full disk: say so before it writes
+    check_space(path, (2 if onnx else 1) * weight_bytes + 2**20)
     path.mkdir(parents=True, exist_ok=True)
     model.save_weights(path / "model.weights.h5")
     meta = {"format_version": FORMAT_VERSION, "model": asdict(model.config),
@@ -232,9 +248,7 @@ def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
             "n_features": model.n_features, **(extra or {})}
     (path / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     alphabet.save(path / "alphabet.json")
-    from .export import export_onnx, onnx_available
-
-    if onnx_available():
+    if onnx:
         export_onnx(model, path / "model.onnx")
     return path
 

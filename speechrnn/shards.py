@@ -71,6 +71,7 @@ from .audio import AudioError
 from .config import FeatureConfig, output_frames
 from .errors import InputError
 from .features import CACHE_VERSION, CMVN, FeatureExtractor, utterance_std
+from .files import atomic_write, atomic_write_text
 from .manifest import Utterance, read_manifest
 from .progress import progress_bar
 from .text import Alphabet, TextError, ctc_min_frames
@@ -249,21 +250,9 @@ def shard_digest(rows: Sequence[Utterance], features: FeatureConfig, alphabet: A
     return h.hexdigest()
 
 
-def _temporary(path: Path) -> Path:
-    """Where ``path`` is written before it is renamed into place (per process)."""
-    return path.with_name(f".tmp-{path.name}-{os.getpid()}")
-
-
 def _write_json(path: Path, obj: Any) -> None:
     """Written whole or not at all (a temporary file renamed)."""
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(obj, separators=(",", ":")))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -416,28 +405,20 @@ def _write_shard(task: _Task) -> dict:
     meta: dict = {"file": name, "rows": [task.start, task.start + len(task.rows)], "items": 0,
                   "seconds": 0.0, "row": [], "frames": [], "labels": [], "skipped": []}
     (folder / shard_name(task.number, ".json")).unlink(missing_ok=True)
-    tmp = _temporary(folder / name)
-    try:
-        with open(tmp, "wb") as f:
-            for i, row in enumerate(task.rows, task.start):
-                try:
-                    feats, labels, scale = example_item(row, extractor, alphabet, task.stride)
-                except (AudioError, TextError) as err:
-                    meta["skipped"].append({"row": i, "id": row.id, "audio": row.audio,
-                                            "reason": skip_reason(err)})
-                else:
-                    write_record(f, item_record(feats, labels, i, scale))
-                    meta["row"].append(i)
-                    meta["frames"].append(len(feats))
-                    meta["labels"].append(len(labels))
-                    meta["seconds"] += float(row.duration)
-                _tick()
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(folder / name) as f:  # whole or not at all
+        for i, row in enumerate(task.rows, task.start):
+            try:
+                feats, labels, scale = example_item(row, extractor, alphabet, task.stride)
+            except (AudioError, TextError) as err:
+                meta["skipped"].append({"row": i, "id": row.id, "audio": row.audio,
+                                        "reason": skip_reason(err)})
+            else:
+                write_record(f, item_record(feats, labels, i, scale))
+                meta["row"].append(i)
+                meta["frames"].append(len(feats))
+                meta["labels"].append(len(labels))
+                meta["seconds"] += float(row.duration)
+            _tick()
     meta["items"] = len(meta["row"])
     meta["bytes"] = (folder / name).stat().st_size
     _write_json(folder / shard_name(task.number, ".json"), {"digest": task.digest, **meta})

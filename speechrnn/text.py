@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .errors import InputError
+from .files import atomic_write_text
 
 DEFAULT_CHARACTERS = " 'abcdefghijklmnopqrstuvwxyz"
 
@@ -139,7 +140,7 @@ class Alphabet:
         return cls(obj["characters"])
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Alphabet:

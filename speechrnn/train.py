@@ -19,6 +19,13 @@
    depends only on the seed and the epoch);
 5. :func:`finish`: the best model exported to ``<workdir>/model``, logged to MLflow and
    registered.
+
+Faults it survives: a second training on the same work directory is refused at once (the
+chief holds ``<workdir>/train.lock``: :class:`~speechrnn.checkpoint.TrainLock`); the
+checkpoints, the ``best`` folder and the model are replaced whole (:mod:`speechrnn.files`),
+so a kill leaves the previous ones usable, and a damaged last checkpoint falls back to the
+one before; a full disk is a :class:`TrainError` naming the file; an MLflow store that
+fails is retried and logged to later (:class:`speechrnn.tracking.Tracker`).
 """
 
 from __future__ import annotations
@@ -34,12 +41,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpointer, Interrupted, StopFlag, TrainError, TrainState, config_digest
+from .checkpoint import (
+    Checkpointer,
+    Interrupted,
+    StopFlag,
+    TrainError,
+    TrainLock,
+    TrainState,
+    config_digest,
+    disk_full,
+)
 from .config import Config, dump_yaml, flatten
 from .dataset import Examples, load_examples, make_dataset
 from .decoding import Decoding, beam_search, greedy_batch
 from .evaluate import error_rates, score_utterances
 from .features import CMVN, FeatureExtractor
+from .files import atomic_write_text, replace_dir
 from .manifest import read_manifest
 from .progress import progress_bar
 from .report import write_utterances, write_word_errors
@@ -368,6 +385,7 @@ class Job:
     strategy: object = None  # tf.distribute strategy (the default one: a single device)
     chief: bool = True  # this process logs, checkpoints and exports
     runtime: dict = field(default_factory=dict)  # how it runs: strategy, replicas, LSTM
+    lock: TrainLock | None = None  # the chief's hold on the work directory
 
     @property
     def best_dir(self) -> Path:
@@ -460,14 +478,16 @@ def save_best(job: Job, state: TrainState, rates, table) -> None:
     from .model import save_model
 
     cfg, best = job.cfg, job.best_dir
-    shutil.rmtree(best, ignore_errors=True)
-    save_model(best, job.model, cfg.features, job.data.alphabet,
-               {"epoch": state.epoch, "dev_wer": rates.wer, "dev_cer": rates.cer,
-                "config": cfg.name})
-    if cfg.features.cmvn == "global":
-        shutil.copy(cfg.workdir / "cmvn.json", best / "cmvn.json")
-    write_utterances(best / "dev_transcripts.csv", table)
-    write_word_errors(best / "dev_word_errors.csv", table)
+    # the folder is replaced whole: a kill or a full disk leaves the previous best usable
+    with disk_full(best, f"the previous best model in {best} is intact"), \
+            replace_dir(best) as folder:
+        save_model(folder, job.model, cfg.features, job.data.alphabet,
+                   {"epoch": state.epoch, "dev_wer": rates.wer, "dev_cer": rates.cer,
+                    "config": cfg.name}, atomic=False)
+        if cfg.features.cmvn == "global":
+            shutil.copy(cfg.workdir / "cmvn.json", folder / "cmvn.json")
+        write_utterances(folder / "dev_transcripts.csv", table)
+        write_word_errors(folder / "dev_word_errors.csv", table)
 
 
 def stop_reason(cfg: Config, state: TrainState) -> str:
@@ -496,11 +516,9 @@ def start_tracking(job: Job, state: TrainState) -> None:
     cfg, tracker, data = job.cfg, job.tracker, job.data
     new = state.run_id is None
     state.run_id = tracker.start(state.run_id, cfg.tracking.run_name or cfg.name) or None
+    # the epochs the run misses: after an interrupt, or when the store could not be reached
+    tracker.log_history(state.history)
     if not new:
-        logged = tracker.logged_steps("dev_wer")
-        for h in state.history:
-            if h["epoch"] not in logged:
-                tracker.log_metrics({k: v for k, v in h.items() if k != "epoch"}, h["epoch"])
         return
     tracker.log_params(flatten(cfg))
     tracker.log_params({f"runtime.{k}": v for k, v in job.runtime.items()})
@@ -517,16 +535,30 @@ def start_tracking(job: Job, state: TrainState) -> None:
 
 
 def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None) -> Job:
-    """Threads, seed, work directory, data, model, optimizer and compiled steps."""
-    import keras
-
-    from .distribute import describe, is_chief, make_strategy
-    from .model import build_model
-    from .tracking import NullTracker
+    """Threads, strategy, the work directory (locked by the chief: one training in it at a
+    time), data, model, optimizer and compiled steps."""
+    from .distribute import is_chief, make_strategy
 
     configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
     strategy = make_strategy(cfg)  # first: a multi-worker strategy starts the runtime
-    chief = is_chief(strategy)
+    chief = is_chief(strategy)  # the other workers only read the work directory
+    lock = TrainLock(cfg.workdir).acquire() if chief else None
+    try:
+        return _build_job(cfg, tracker, fresh, progress, strategy, chief, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _build_job(cfg: Config, tracker, fresh: bool, progress: bool | None, strategy,
+               chief: bool, lock: TrainLock | None) -> Job:
+    import keras
+
+    from .distribute import describe
+    from .model import build_model
+    from .tracking import NullTracker
+
     keras.mixed_precision.set_global_policy(
         "mixed_float16" if cfg.train.mixed_precision else "float32")
     keras.utils.set_random_seed(cfg.train.seed)
@@ -535,7 +567,9 @@ def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None) -> Job
         checkpoints.clear()
         shutil.rmtree(cfg.workdir / "best", ignore_errors=True)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg, progress, build=chief)
+    with disk_full(cfg.data.cache or cfg.workdir, "features cached so far are whole and "
+                   f"the checkpoints and model in {cfg.workdir} are untouched"):
+        data = load_data(cfg, progress, build=chief)
     with strategy.scope():
         model = build_model(cfg.model, cfg.features.n_features, data.alphabet)
     steps_per_epoch = data.steps_per_epoch(cfg.batch)
@@ -548,7 +582,7 @@ def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None) -> Job
                "mixed_precision": cfg.train.mixed_precision}
     return Job(cfg, data, model, steps, Schedule.for_config(cfg, steps_per_epoch),
                steps_per_epoch, checkpoints, tracker if chief else NullTracker(),
-               dev_decoding(cfg), progress, strategy, chief, runtime)
+               dev_decoding(cfg), progress, strategy, chief, runtime, lock)
 
 
 def train(cfg: Config, tracker=None, fresh: bool = False,
@@ -563,6 +597,8 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
         import keras
 
         keras.mixed_precision.set_global_policy("float32")
+        if job.lock is not None:
+            job.lock.release()
 
 
 def run_epochs(job: Job) -> TrainResult:
@@ -575,7 +611,7 @@ def run_epochs(job: Job) -> TrainResult:
     if state is None:
         state = TrainState(config_digest=digest)
     else:
-        print(f"resuming from {job.checkpoints.dir / 'last'}: epoch {state.epoch + 1}"
+        print(f"resuming from {job.checkpoints.restored_from}: epoch {state.epoch + 1}"
               + (f", batch {state.step + 1}" if state.step else ""))
     start_tracking(job, state)
     try:
@@ -586,6 +622,7 @@ def run_epochs(job: Job) -> TrainResult:
                 epoch = state.epoch
                 state.epoch, state.step, state.partial = epoch + 1, 0, {}
                 state.stop_reason = stop_reason(cfg, state)
+                state.run_id = state.run_id or job.tracker.run_id or None  # started late
                 # saved before logging: see start_tracking
                 job.checkpoints.save(job.model, job.steps.state_variables, state)
                 job.tracker.log_metrics(metrics, step=epoch)
@@ -612,8 +649,9 @@ def finish(job: Job, state: TrainState) -> TrainResult:
         return TrainResult(cfg.workdir, final, state.run_id, state.best_epoch, state.best_wer,
                            state.history, state.stop_reason, {}, len(job.data.skipped))
     if not state.finished:
-        shutil.rmtree(final, ignore_errors=True)
-        shutil.copytree(best, final)
+        with disk_full(final, f"the previous model in {final} is intact (the best epoch is "
+                       f"in {best})"), replace_dir(final) as folder:
+            shutil.copytree(best, folder, dirs_exist_ok=True)
         if state.history:
             import matplotlib.pyplot as plt
 
@@ -628,7 +666,9 @@ def finish(job: Job, state: TrainState) -> TrainResult:
         tracker.set_tags({"stop_reason": state.stop_reason, "best_epoch": state.best_epoch + 1})
         tracker.log_metrics({"best_dev_wer": state.best_wer}, step=state.best_epoch)
         info = tracker.log_model(final, cfg.tracking.register_as or experiment_name(cfg))
-        (final / "mlflow.json").write_text(json.dumps({"run_id": state.run_id, **info}) + "\n")
+        state.run_id = state.run_id or tracker.run_id or None
+        atomic_write_text(final / "mlflow.json",
+                          json.dumps({"run_id": state.run_id, **info}) + "\n")
         state.finished = True
         job.checkpoints.save(job.model, job.steps.state_variables, state)
         tracker.end("FINISHED")

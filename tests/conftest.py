@@ -114,6 +114,54 @@ def trained(synth_corpus, tmp_path_factory):
                                  config=config)
 
 
+def flaky(monkeypatch, module, name: str, failures: int) -> list:
+    """``module.name`` fails as MLflow does on SQLite's "database is locked" for its first
+    ``failures`` calls; returns the list of calls, True for each that went through."""
+    import mlflow
+
+    real, calls = getattr(module, name), []
+
+    def call(*args, **kwargs):
+        calls.append(len(calls) >= failures)
+        if not calls[-1]:
+            raise mlflow.exceptions.MlflowException(
+                "(sqlite3.OperationalError) database is locked",
+                error_code="TEMPORARILY_UNAVAILABLE")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, call)
+    return calls
+
+
+def full_disk(monkeypatch) -> None:
+    """Every file :mod:`speechrnn.files` writes fills the disk halfway through: half its
+    bytes reach the temporary file, then ENOSPC, as a real full disk does."""
+    import contextlib
+    import errno
+
+    from speechrnn import files
+
+    class HalfFull:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    real = files.atomic_write
+
+    @contextlib.contextmanager
+    def half_full(path, *args, **kwargs):
+        with real(path, *args, **kwargs) as f:
+            yield HalfFull(f)
+
+    monkeypatch.setattr(files, "atomic_write", half_full)
+
+
 def check_epochs_are_seeded(batches, n: int) -> None:
     """``batches(epoch, seed=1, skip=0)`` -> [(indexes, features)] of a training epoch:
     every item once; the same (seed, epoch) gives the same batches, another epoch or seed

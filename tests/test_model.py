@@ -194,3 +194,26 @@ def test_mixed_precision_computes_float16_returns_float32(impl):
     assert_valid_frames_close(reference, out, expected, lengths, atol=1e-2)
     assert_valid_frames_close(reference, eager, expected, lengths, atol=1e-2)
     assert not np.array_equal(out, expected)  # float16 did the work
+
+
+def test_a_failed_save_leaves_the_previous_model_whole(tmp_path, monkeypatch):
+    """A full disk (or a kill) while the ONNX file is written: the model directory is the
+    previous one, whole, and no temporary folder is left beside it."""
+    import errno
+    import os
+
+    import speechrnn.export as export
+
+    model = build_model(SMALL, 39, Alphabet())
+    save_model(tmp_path / "m", model, FeatureConfig(), Alphabet(), {"dev_wer": 0.1})
+
+    def full(path, data):
+        path.write_bytes(data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export, "atomic_write_bytes", full)
+    with pytest.raises(OSError) as err:
+        save_model(tmp_path / "m", model, FeatureConfig(), Alphabet(), {"dev_wer": 0.2})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "m")
+    assert load_model(tmp_path / "m")[3]["dev_wer"] == 0.1
+    assert os.listdir(tmp_path) == ["m"]

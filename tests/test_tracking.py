@@ -3,11 +3,12 @@ real MLflow store in a temporary folder (offline, a few seconds)."""
 
 import inspect
 import json
+import logging
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, flaky
 
 from speechrnn.config import Config, TrackingConfig
 from speechrnn.tracking import (
@@ -110,8 +111,8 @@ def test_null_tracker_does_the_whole_interface_and_nothing_else(tmp_path):
     tracker = NullTracker()
     assert isinstance(tracker, RunTracker)
     assert set(INTERFACE) == {"start", "log_params", "log_metrics", "logged_steps",
-                              "set_tags", "log_dataset", "log_artifact", "log_text",
-                              "log_figure", "log_model", "end"}
+                              "log_history", "set_tags", "log_dataset", "log_artifact",
+                              "log_text", "log_figure", "log_model", "end"}
     assert tracker.uri == tracker.experiment == tracker.experiment_id == ""
     assert tracker.run_id is None and tracker.run_url == "tracking off"
     assert tracker.start() == "" and tracker.start("abc", "name") == "abc"
@@ -119,6 +120,7 @@ def test_null_tracker_does_the_whole_interface_and_nothing_else(tmp_path):
     assert tracker.log_params({"a": 1, "b": [1, 2], "c": None}) is None
     assert tracker.log_metrics({"loss": 1.0}, step=3) is None
     assert tracker.logged_steps("loss") == set()
+    assert tracker.log_history([{"epoch": 0, "loss": 1.0}]) is None
     assert tracker.set_tags({"k": 1}) is None
     assert tracker.log_dataset("train", tmp_path / "train.jsonl", [], "train") is None
     assert tracker.log_artifact(tmp_path, "folder") is None
@@ -245,3 +247,66 @@ def test_tracker_joins_an_experiment_another_process_just_created(tmp_path, monk
     monkeypatch.setattr(mlflow, "get_experiment_by_name", stale)
     second = Tracker("speechrnn-race", uri)
     assert second.experiment_id == first.experiment_id and len(calls) == 2
+
+
+@pytest.fixture
+def impatient(monkeypatch):
+    """A tracker that retries at once (the defaults wait seconds)."""
+    from speechrnn.tracking import Tracker
+
+    monkeypatch.setattr(Tracker, "backoff", (0.01, 0.01))
+    monkeypatch.setattr(Tracker, "retry_every", 0.0)
+    return Tracker
+
+
+def test_a_failing_store_loses_nothing_and_warns_once(store, impatient, monkeypatch, caplog):
+    """The store cannot be reached when the tracker is made, nor when the run starts, and
+    fails again for a while later: every call ends up logged once, with one warning."""
+    import mlflow
+
+    opened = flaky(monkeypatch, mlflow, "get_experiment_by_name", 4)
+    started = flaky(monkeypatch, mlflow, "start_run", 2)
+    logged = flaky(monkeypatch, mlflow, "log_metrics", 5)
+    with caplog.at_level(logging.INFO, logger="speechrnn.tracking.runs"):
+        tracker = impatient("speechrnn-flaky", store)
+        assert tracker.experiment_id == ""  # not reached yet: the calls are kept
+        assert tracker.start(run_name="flaky") == ""
+        tracker.log_params({"lr": 0.1})
+        for step in range(3):
+            tracker.log_metrics({"dev_wer": 1.0 / (step + 1)}, step=step)
+        tracker.log_history([{"epoch": s, "dev_wer": 1.0 / (s + 1)} for s in range(3)])
+        tracker.end()
+    assert opened.count(True) and started.count(True) == 1 and logged.count(True) == 3
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "database is locked" in warnings[0].getMessage()
+    assert "answers again" in caplog.text
+    client = mlflow.MlflowClient(store)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.1"
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "dev_wer")] == [0, 1, 2]
+
+
+def test_a_store_that_never_answers_costs_a_warning_not_the_run(store, impatient,
+                                                                monkeypatch, caplog):
+    import mlflow
+
+    flaky(monkeypatch, mlflow, "log_metrics", 10**6)
+    tracker = impatient("speechrnn-down", store)
+    tracker.start()
+    with caplog.at_level(logging.WARNING, logger="speechrnn.tracking.runs"):
+        for step in range(3):
+            tracker.log_metrics({"dev_wer": 0.5}, step=step)
+        tracker.end()
+    assert len(caplog.records) == 2  # it fails; at the end, what was not logged
+    assert "3 tracking calls" in caplog.records[1].getMessage()
+    assert mlflow.MlflowClient(store).get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_a_request_the_store_refuses_still_raises(store):
+    import mlflow
+
+    tracker = make_tracker(config("tiny", uri=store))
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        tracker.start("0" * 32)  # no such run
+    assert tracker.start() == tracker.run_id  # and the tracker goes on
+    tracker.end()

@@ -336,3 +336,99 @@ def test_dev_wer_with_beam_search_and_the_training_transcripts_lm():
     beam = Decoding(DecodingOptions.from_eval(cfg.eval), WordLM.from_texts(train_texts, 1))
     _, rates, table, greedy = evaluate_examples(Fake, examples, cfg, alphabet, beam)
     assert rates.wer == 0.0 and table[0].hypothesis == "two" and greedy.wer == 2.0
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(corpus, tmp_path,
+                                                                      monkeypatch):
+    """No space left while caching features or saving the best model: a TrainError that
+    names the file and says what is intact; no temporary file or folder left behind."""
+    import types
+
+    from conftest import full_disk
+
+    from speechrnn.config import Config, ModelConfig, TrainConfig
+    from speechrnn.model import build_model, load_model
+    from speechrnn.text import Alphabet
+    from speechrnn.train import TrainError, save_best, train
+
+    config = write_config(tmp_path, corpus, train={"epochs": 1}, tracking={"enabled": False})
+    with monkeypatch.context() as patch:
+        full_disk(patch)
+        with pytest.raises(TrainError) as err:
+            train(load_pipeline_config(config), progress=False)
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "cache"))  # the entry that was not written
+    assert message.endswith(".npy: no space left on device; features cached so far are "
+                            f"whole and the checkpoints and model in {tmp_path / 'run'} are "
+                            "untouched (nothing half-written is left). Free some space and "
+                            "run the same command again to resume")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert (tmp_path / "run" / "train.lock").read_text() == ""  # released
+
+    cfg = Config(model=ModelConfig(conv_filters=8, lstm_layers=1, lstm_units=4),
+                 train=TrainConfig(workdir=str(tmp_path / "saved")))
+    model = build_model(cfg.model, 39, Alphabet())
+    job = types.SimpleNamespace(cfg=cfg, model=model, data=types.SimpleNamespace(
+        alphabet=Alphabet()), best_dir=tmp_path / "saved" / "best")
+    rates = types.SimpleNamespace(wer=0.5, cer=0.25)
+    save_best(job, types.SimpleNamespace(epoch=0), rates, [])
+    full_disk(monkeypatch)  # the files written after the weights
+    with pytest.raises(TrainError) as err:
+        save_best(job, types.SimpleNamespace(epoch=1), rates, [])
+    assert str(job.best_dir) in str(err.value) and "previous best model" in str(err.value)
+    assert load_model(job.best_dir)[3]["epoch"] == 0
+    assert sorted(p.name for p in job.best_dir.parent.iterdir()) == ["best"]
+
+
+@pytest.mark.slow
+def test_a_flaky_tracking_store_does_not_stop_training(corpus, tmp_path, monkeypatch, caplog):
+    """The store is locked when the run starts and again when epochs are logged: training
+    finishes, every epoch's metrics are logged once, and one warning says so."""
+    import logging
+
+    import mlflow
+    from conftest import flaky
+
+    from speechrnn.tracking import Tracker, experiment_name
+    from speechrnn.train import train
+
+    monkeypatch.setattr(Tracker, "backoff", (0.01, 0.01))
+    monkeypatch.setattr(Tracker, "retry_every", 0.0)
+    cfg = load_pipeline_config(write_config(tmp_path, corpus, train={"epochs": 3}))
+    tracker = Tracker(experiment_name(cfg), cfg.tracking.uri)
+    flaky(monkeypatch, mlflow, "start_run", 3)  # every try of the start fails: kept
+    flaky(monkeypatch, mlflow, "log_metrics", 4)
+    with caplog.at_level(logging.WARNING, logger="speechrnn.tracking.runs"):
+        result = train(cfg, tracker, progress=False)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2] and result.run_id
+    assert len(caplog.records) == 1 and "database is locked" in caplog.text
+    client, run = mlflow_run(tmp_path, result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["model.lstm_units"] == "16"
+    for metric in ("dev_wer", "train_loss"):
+        assert [m.step for m in client.get_metric_history(result.run_id, metric)] == [0, 1, 2]
+    assert len(client.get_metric_history(result.run_id, "best_dev_wer")) == 1
+    state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "state.json").read_text())
+    assert state["run_id"] == result.run_id  # a later resume finds the run started late
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_resumes_from_the_one_before(corpus, tmp_path, capsys, caplog):
+    import logging
+
+    from speechrnn.train import TrainError, train
+
+    config = write_config(tmp_path, corpus, tracking={"enabled": False})
+    train(load_pipeline_config(config), progress=False)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    weights = checkpoints / "last" / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with caplog.at_level(logging.WARNING, logger="speechrnn.checkpoint"):
+        result = train(load_pipeline_config(config, ["train.epochs=3"]), progress=False)
+    assert "last/weights.npz is unusable" in caplog.text
+    assert f"resuming from {checkpoints / 'prev'}: epoch 3" in capsys.readouterr().out
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    for name in ("last", "prev"):
+        (checkpoints / name / "state.json").write_text("{")
+    with pytest.raises(TrainError, match=r"no usable checkpoint.*--fresh"):
+        train(load_pipeline_config(config, ["train.epochs=4"]), progress=False)
+    assert train(load_pipeline_config(config), fresh=True, progress=False).best_epoch >= 0

@@ -3,10 +3,13 @@ model to it, end it; and :func:`log_to_run`, which adds an evaluation to a finis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +32,98 @@ def _artifact_root(uri: str) -> str | None:
 
 
 class Tracker(RunTracker):
-    """One MLflow run: start or resume it, log to it, end it."""
+    """One MLflow run: start or resume it, log to it, end it.
+
+    A store that fails never stops the caller (a training): a call that fails for the
+    store's sake (SQLite "database is locked", a server that is down: :func:`_transient`)
+    is tried again after ``backoff`` seconds, then kept, in order with the calls after it,
+    and tried again at the next call (at most every ``retry_every`` seconds while the store
+    is down) and at :meth:`end`; one warning says so. A store that cannot be reached when
+    the tracker is made is joined later the same way: the run starts then, and what was
+    logged meanwhile follows it. A call the store refuses (an unknown run, a changed
+    parameter) raises as before.
+    """
+
+    backoff = (0.5, 2.0)  # seconds before each further try of a failing call
+    retry_every = 30.0  # seconds between tries while the store is down
 
     def __init__(self, experiment: str, uri: str | None = None):
         self.uri = tracking_uri(uri)
         self.experiment = experiment
+        self.experiment_id = ""
+        self.run_id: str | None = None
+        self._kept: list[tuple[Callable, tuple]] = []  # calls not done yet, in order
+        self._failed_at: float | None = None  # last failed try; None while the store works
+        self._warned = False
         mlflow.set_tracking_uri(self.uri)
+        self._do(self._open_experiment)
+
+    # ------------------------------------------------------------------ failing stores
+
+    def _do(self, call: Callable, *args, final: bool = False):
+        """``call(*args)`` after the calls kept before it; kept itself when the store
+        fails. Returns its result, or None when it is kept."""
+        self._kept.append((call, args))
+        down = self._failed_at is not None
+        if down and not final and time.monotonic() - self._failed_at < self.retry_every:
+            return None
+        result = None
+        while self._kept:
+            call, args = self._kept[0]
+            delays = list(self.backoff) if final or not down else []
+            while True:
+                try:
+                    with _trying(quick=down or len(delays) < len(self.backoff)):
+                        result = call(*args)
+                    break
+                except Exception as err:
+                    if not _transient(err):
+                        self._kept.pop(0)
+                        raise
+                    if not delays:
+                        self._failing(err)
+                        return None
+                    time.sleep(delays.pop(0))
+            self._kept.pop(0)
+        if down:
+            log.info("MLflow store %s answers again: the tracking calls kept meanwhile are "
+                     "logged", self.uri)
+            self._failed_at = None
+        return result
+
+    def _failing(self, err: Exception) -> None:
+        self._failed_at = time.monotonic()
+        if not self._warned:
+            self._warned = True
+            log.warning("MLflow store %s fails (%s); training goes on, and the tracking "
+                        "calls are kept and logged when it answers again", self.uri,
+                        _brief(err))
+
+    def _open_experiment(self) -> None:
         root = _artifact_root(self.uri)
-        found = mlflow.get_experiment_by_name(experiment)
+        found = mlflow.get_experiment_by_name(self.experiment)
         if found is None:
             try:
                 self.experiment_id = mlflow.create_experiment(
-                    experiment, artifact_location=root,
+                    self.experiment, artifact_location=root,
                     # the UI opens it as model training (runs, metrics, charts), not GenAI
                     tags={"mlflow.experimentKind": "custom_model_development"})
             except mlflow.exceptions.MlflowException:  # another process created it first
-                found = mlflow.get_experiment_by_name(experiment)
+                found = mlflow.get_experiment_by_name(self.experiment)
                 if found is None:
                     raise
         if found is not None:
             self.experiment_id = found.experiment_id
-        self.run_id: str | None = None
+
+    # ------------------------------------------------------------------ the interface
 
     def start(self, run_id: str | None = None, run_name: str | None = None) -> str:
-        """Start a new run, or resume ``run_id`` (after an interrupt or a crash)."""
+        """Start a new run, or resume ``run_id`` (after an interrupt or a crash); its id
+        ("" for a new run while the store cannot be reached: it starts later)."""
+        self._do(self._start, run_id, run_name)
+        return self.run_id or run_id or ""
+
+    def _start(self, run_id: str | None, run_name: str | None) -> None:
         if mlflow.active_run():
             mlflow.end_run()
         outer = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into its run
@@ -68,13 +139,16 @@ class Tracker(RunTracker):
         else:
             run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name or None)
         self.run_id = run.info.run_id
-        return self.run_id
 
     @property
     def run_url(self) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id}"
 
     def log_params(self, params: dict[str, Any]) -> None:
+        self._do(self._log_params, dict(params))
+
+    @staticmethod
+    def _log_params(params: dict[str, Any]) -> None:
         items = {k: ("" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else v)
                  for k, v in params.items()}
         keys = sorted(items)
@@ -82,17 +156,38 @@ class Tracker(RunTracker):
             mlflow.log_params({k: items[k] for k in keys[i:i + 100]})
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        self._do(mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step)
 
     def logged_steps(self, metric: str) -> set[int]:
+        return self._do(self._logged_steps, metric) or set()
+
+    def _logged_steps(self, metric: str) -> set[int]:
         client = mlflow.MlflowClient(self.uri)
         return {m.step for m in client.get_metric_history(self.run_id, metric)}
 
+    def log_history(self, history: list[dict]) -> None:
+        self._do(self._log_history, [dict(h) for h in history])
+
+    def _log_history(self, history: list[dict]) -> None:
+        logged: dict[str, set[int]] = {}
+        for h in history:
+            metrics = {k: float(v) for k, v in h.items() if k != "epoch"}
+            if not metrics:
+                continue
+            first = next(iter(metrics))
+            if first not in logged:
+                logged[first] = self._logged_steps(first)
+            if h["epoch"] not in logged[first]:
+                mlflow.log_metrics(metrics, step=h["epoch"])
+
     def set_tags(self, tags: dict[str, Any]) -> None:
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self._do(mlflow.set_tags, {k: str(v) for k, v in tags.items()})
 
     def log_dataset(self, name: str, manifest: Path, rows: list, context: str) -> None:
         """The manifest as an MLflow dataset (digest of its rows), with hours and speakers."""
+        self._do(self._log_dataset, name, manifest, list(rows), context)
+
+    def _log_dataset(self, name: str, manifest: Path, rows: list, context: str) -> None:
         import pandas as pd
 
         frame = pd.DataFrame({"audio": [r.audio for r in rows], "text": [r.text for r in rows],
@@ -108,34 +203,107 @@ class Tracker(RunTracker):
             warnings.filterwarnings("ignore", message=".*dataset source.*multiple ways")
             mlflow.log_input(dataset, context=context,
                              tags={"hours": f"{hours:.3f}", "speakers": str(speakers)})
-        self.log_params({f"dataset.{context}.utterances": len(rows),
-                         f"dataset.{context}.hours": round(hours, 3),
-                         f"dataset.{context}.speakers": speakers,
-                         f"dataset.{context}.digest": dataset.digest})
+        self._log_params({f"dataset.{context}.utterances": len(rows),
+                          f"dataset.{context}.hours": round(hours, 3),
+                          f"dataset.{context}.speakers": speakers,
+                          f"dataset.{context}.digest": dataset.digest})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
-            mlflow.log_artifacts(str(path), artifact_path)
+            self._do(mlflow.log_artifacts, str(path), artifact_path)
         else:
-            mlflow.log_artifact(str(path), artifact_path)
+            self._do(mlflow.log_artifact, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
+        self._do(mlflow.log_text, text, artifact_file)
 
     def log_figure(self, figure, artifact_file: str) -> None:
-        mlflow.log_figure(figure, artifact_file)
+        self._do(mlflow.log_figure, figure, artifact_file)
 
     def log_model(self, model_dir: Path, registered_name: str | None = None) -> dict:
-        """Log the model directory as a pyfunc that transcribes audio; register it."""
+        """Log the model directory as a pyfunc that transcribes audio; register it.
+        Returns {} when the store fails (the call is kept)."""
+        return self._do(self._log_model, model_dir, registered_name) or {}
+
+    @staticmethod
+    def _log_model(model_dir: Path, registered_name: str | None) -> dict:
         info = log_pyfunc(model_dir, registered_name)
         return {"model_uri": info.model_uri,
                 "registered_name": registered_name,
                 "version": getattr(info, "registered_model_version", None)}
 
     def end(self, status: str = "FINISHED") -> None:
+        """End the run. The calls still kept are tried once more (with ``backoff``), then
+        each on its own (one that still fails does not hold back the others), and those
+        that fail are given up, with a warning."""
+        self._do(self._end, status, final=True)
+        kept, self._kept, lost = self._kept, [], 0
+        for call, args in kept:
+            try:
+                with _trying(quick=True):
+                    call(*args)
+            except Exception as err:
+                if not _transient(err):
+                    raise
+                lost += 1
+        if lost:
+            log.warning("MLflow store %s still fails: %d tracking calls of run %s were not "
+                        "logged", self.uri, lost, self.run_id or "(not started)")
+
+    @staticmethod
+    def _end(status: str) -> None:
         if mlflow.active_run():
             mlflow.end_run(status=status)
+
+
+# MLflow error codes of a store that may answer later (the others: a refused request)
+TRANSIENT = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "IO_ERROR", "ABORTED",
+             "SERVICE_UNDER_MAINTENANCE", "WORKSPACE_TEMPORARILY_UNAVAILABLE",
+             "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "REQUEST_LIMIT_EXCEEDED",
+             "COULD_NOT_ACQUIRE_LOCK", "UNPARSEABLE_HTTP_ERROR"}
+
+
+def _transient(err: Exception) -> bool:
+    """Does ``err`` say the store cannot be reached or is busy (try again later)?"""
+    if isinstance(err, mlflow.exceptions.MlflowException):
+        return err.error_code in TRANSIENT
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return False  # a file of ours that is not there
+    # OSError: connections (requests' errors are OSErrors), the store's disk
+    return isinstance(err, OSError) or type(err).__module__.startswith(
+        ("sqlalchemy", "sqlite3", "requests", "urllib3"))
+
+
+# what MLflow logs about each failing call (a traceback per call): the tracker warns once
+_CHATTY = ("mlflow.store.db.utils", "urllib3.connectionpool", "mlflow.utils.request_utils")
+
+
+@contextlib.contextmanager
+def _trying(quick: bool):
+    """One try of a call to the store: MLflow's own log records of a failure muted and,
+    while the store is known to fail (``quick``), one HTTP request per try instead of
+    minutes of retries (unless MLFLOW_HTTP_REQUEST_MAX_RETRIES is set)."""
+    loggers = [logging.getLogger(name) for name in _CHATTY]
+    muted = [lg.disabled for lg in loggers]
+    name = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    quick = quick and name not in os.environ
+    for lg in loggers:
+        lg.disabled = True
+    if quick:
+        os.environ[name] = "0"
+    try:
+        yield
+    finally:
+        for lg, was in zip(loggers, muted):
+            lg.disabled = was
+        if quick:
+            os.environ.pop(name, None)
+
+
+def _brief(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
 def log_to_run(run_id: str, metrics: dict[str, float], files: list[Path],
