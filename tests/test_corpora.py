@@ -1,6 +1,9 @@
 import csv
+import io
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,10 +11,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import bad_files, tone, write
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from speechrnn.audio import load_audio
 from speechrnn.corpora import IMPORTERS, ImportOptions, import_corpus, make_synth_corpus
+from speechrnn.corpora import fsdd as fsdd_module
+from speechrnn.corpora import importer as importer_module
 from speechrnn.corpora.fsdd import DIGITS, import_fsdd
+from speechrnn.errors import SpeechRNNError
 from speechrnn.manifest import read_manifest
 
 
@@ -303,3 +311,236 @@ def test_joined_synthetic_digits_are_made_as_fsdd_strings_are(needs_espeak, tmp_
     assert len(read_manifest(cfg.synth_extra_manifest())) == 6
     prepare_data(cfg, progress=False)
     assert [r.text for r in read_manifest(cfg.synth_extra_manifest())] == first  # seeded
+
+
+# --- hostile corpora: every odd record a rejected row with a reason, nothing read outside
+
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"]
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list[Path]:
+    """Every audio path an import decodes, resolved."""
+    seen: list[Path] = []
+
+    def spy(real):
+        def load(path, *args, **kw):
+            seen.append(Path(os.path.realpath(path)))
+            return real(path, *args, **kw)
+        return load
+
+    monkeypatch.setattr(importer_module, "load_audio", spy(importer_module.load_audio))
+    monkeypatch.setattr(fsdd_module, "load_audio", spy(fsdd_module.load_audio))
+    return seen
+
+
+def outside_setup(tmp: Path) -> tuple[Path, Path]:
+    """(corpus folder, a good audio file outside it)."""
+    outside = write(tmp / "secret" / "outside.wav", tone(1.0))
+    corpus = tmp / "corpus"
+    corpus.mkdir()
+    return corpus, outside
+
+
+def in_manifests(result, path: Path) -> bool:
+    return any(Path(os.path.realpath(r.audio)) == path.resolve()
+               for rows in result.manifests.values() for r in rows)
+
+
+ODD_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["x" * 100_000, "1" * 5000, "nul\0in it", "bell\x07 and \x1b[31m",
+                     "form\x0cfeed", "\ufeffbom inside", "\ud800 lone surrogate",
+                     "line\u2028separator", "tab\tinside", "q\"uote", ""]))
+ODD_PATH = st.sampled_from(["good.wav", "missing.wav", "../secret/outside.wav",
+                            "sub/../../secret/outside.wav", "link.wav", "a\0b.wav",
+                            "x" * 5000 + ".wav", "sub", "", "\ud800.wav", "good.wav\t"])
+ODD_NUMBER = st.sampled_from(["", "1.5", "nan", "inf", "-1", "1e999", "1" * 5000, "abc"])
+ODD_SPLIT = st.sampled_from(["train", "valid", "test", "", "../../evil", "a/b", "rejected",
+                             "x" * 100, "nul\0", "other"])
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(ODD_PATH, ODD_TEXT, ODD_TEXT, ODD_NUMBER, ODD_SPLIT),
+                     max_size=6),
+       kind=st.sampled_from(["tsv", "csv", "jsonl"]), encoding=st.sampled_from(ENCODINGS),
+       newline=st.sampled_from(["\n", "\r\n"]), out_format=st.sampled_from(["jsonl", "tsv"]))
+def test_generic_tables_with_odd_records_reject_them_with_reasons(rows, kind, encoding,
+                                                                  newline, out_format, loads):
+    loads.clear()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        corpus, outside = outside_setup(tmp)
+        write(corpus / "good.wav", tone(1.0))
+        (corpus / "sub").mkdir()
+        (corpus / "link.wav").symlink_to(outside)
+        records = [("good.wav", "Hello world", "spk0", "", "train")] + rows
+        columns = ["path", "text", "speaker", "duration", "split"]
+        if kind == "jsonl":
+            text = "".join(json.dumps(dict(zip(columns, r))) + "\n" for r in records)
+        else:
+            records = [tuple(v.replace("\n", " ").replace("\r", " ") for v in r)
+                       for r in records]
+            if kind == "tsv":
+                records = [tuple(v.replace("\t", " ") for v in r) for r in records]
+                text = "".join("\t".join(r) + "\n" for r in [columns, *records])
+            else:
+                f = io.StringIO()
+                csv.writer(f, lineterminator="\n").writerows([columns, *records])
+                text = f.getvalue()
+        (corpus / f"all.{kind}").write_bytes(
+            text.replace("\n", newline).encode(encoding, "surrogatepass"))
+        out = tmp / "out" / "o"
+        result = import_corpus("generic", corpus, opts(out, format=out_format))
+        kept = sum(len(v) for v in result.manifests.values())
+        assert kept + len(result.rejected) == len(records)
+        assert all(r.reason for r in result.rejected)
+        assert not in_manifests(result, outside)
+        assert outside not in loads  # '..' and a link out of the folder are never followed
+        assert sorted(p.name for p in (tmp / "out").iterdir()) == ["o"]  # nothing escapes out
+        if "\0" not in text and "\ud800" not in text and encoding in ("utf-8", "utf-8-sig",
+                                                                        "utf-16", "utf-32"):
+            assert [r.text for r in result.manifests["train"]][:1] == ["hello world"]
+        with (out / "rejected.tsv").open(encoding="utf-8") as f:  # the report reads back
+            assert len(list(csv.DictReader(f, delimiter="\t"))) == len(result.rejected)
+
+
+def test_paths_out_of_the_corpus_are_rejected_by_every_importer(tmp_path, loads):
+    corpus, outside = outside_setup(tmp_path)
+    audio = corpus / "audio"
+    write(audio / "good.wav", tone(1.0))
+    (audio / "link.wav").symlink_to(outside)
+    sub = corpus / "sub"
+    sub.mkdir()
+    (corpus / "metalink.tsv").symlink_to(outside.parent / "meta.tsv")
+    (outside.parent / "meta.tsv").write_text(f"path\ttext\n{outside}\tsecret words\n")
+    lines = ["path\ttext\tspeaker\tsplit", "audio/good.wav\thello there\ta\ttrain",
+             "../secret/outside.wav\tclimbs out\ta\ttrain",
+             "sub/../../secret/outside.wav\tclimbs out later\ta\ttrain",
+             "audio/link.wav\ta link out\ta\ttrain", f"{outside}\tabsolute\ta\ttrain"]
+    (corpus / "manifest.tsv").write_text("\n".join(lines) + "\n")
+
+    def reasons(result) -> dict[str, str]:
+        return {Path(r.audio).name: r.reason for r in result.rejected}
+
+    so = import_corpus("speechocean762", corpus, opts(tmp_path / "so"))
+    assert [r.text for r in so.manifests["train"]] == ["hello there"]
+    assert len(so.rejected) == 4
+    assert sum("leaves the corpus folder" in r.reason for r in so.rejected) == 3
+    assert "leaves the corpus folder" in reasons(so)["link.wav"]
+    assert any("absolute audio path" in r.reason for r in so.rejected)
+
+    generic = import_corpus("generic", corpus, opts(tmp_path / "g"))
+    # the table you write may name a file outside by its absolute path: that is explicit
+    texts = sorted(r.text for rows in generic.manifests.values() for r in rows)
+    assert texts == ["absolute", "hello there"]
+    assert "metalink.tsv is a symbolic link out" in reasons(generic)["metalink.tsv"]
+    assert sum("leaves the corpus folder" in r.reason for r in generic.rejected) == 3
+
+    cv = tmp_path / "cv"
+    write(cv / "clips" / "a.wav", tone(1.0))
+    (cv / "clips" / "b.wav").symlink_to(outside)
+    (cv / "train.tsv").write_text("client_id\tpath\tsentence\nc\ta.wav\tyes\n"
+                                  "c\t../../secret/outside.wav\tno\nc\tb.wav\tno\n"
+                                  f"c\t{outside}\tno\n")
+    (cv / "test.tsv").symlink_to(outside.parent / "meta.tsv")
+    result = import_corpus("commonvoice", cv, opts(tmp_path / "cvo"))
+    assert [r.text for r in result.manifests["train"]] == ["yes"]
+    assert len(result.rejected) == 4 and "test" not in result.manifests
+
+    ls = tmp_path / "LibriSpeech" / "dev-clean"
+    chapter = ls / "1" / "2"
+    write(chapter / "1-2-0.flac", tone(1.0))
+    (chapter / "1-2-1.flac").symlink_to(outside)
+    (chapter / "1-2.trans.txt").write_text("1-2-0 GOOD ONE\n1-2-1 LINKED OUT\n"
+                                           "../../../../secret/outside BAD\n")
+    away = tmp_path / "secret" / "9" / "9"
+    away.mkdir(parents=True)
+    (away / "9-9.trans.txt").write_text("9-9-0 SECRET\n")
+    (ls / "9").symlink_to(away.parent)
+    result = import_corpus("librispeech", ls.parent, opts(tmp_path / "lso"))
+    assert [r.text for r in result.manifests["dev-clean"]] == ["good one"]
+    assert len(result.rejected) == 3
+    assert any("9-9.trans.txt" in r.audio and "symbolic link out" in r.reason
+               for r in result.rejected)
+
+    fsdd = tmp_path / "fsdd" / "recordings"
+    for take in range(3):
+        write(fsdd / f"1_ann_{take}.wav", tone(0.5, 8000), 8000)
+        write(fsdd / f"2_bob_{take}.wav", tone(0.5, 8000), 8000)
+    (fsdd / "3_ann_9.wav").symlink_to(outside)
+    result = import_fsdd(fsdd.parent, opts(tmp_path / "fo", test_speakers=("bob",)),
+                         per_speaker=2)
+    assert "symbolic link out" in reasons(result)["3_ann_9.wav"]
+
+    recipe = tmp_path / "recipe"
+    data = recipe / "data" / "train"
+    data.mkdir(parents=True)
+    write(recipe / "wav" / "r1.wav", tone(1.0))
+    (data / "wav.scp").write_text(f"r1 ../../wav/r1.wav\nr2 ../../../secret/outside.wav\n"
+                                  f"r3 {outside}\n")
+    (data / "text").write_text("r1 inside\nr2 climbs out\nr3 absolute\n")
+    (data / "utt2spk").symlink_to(outside.parent / "meta.tsv")
+    result = import_corpus("kaldi", recipe / "data", opts(tmp_path / "ko"))
+    assert sorted(r.text for r in result.manifests["train"]) == ["absolute", "inside"]
+    why = [r.reason for r in result.rejected]
+    assert len(why) == 2 and any("leaves the corpus folder" in r for r in why)
+    assert any("utt2spk is a symbolic link out" in r for r in why)
+
+    # only the explicit absolute paths (a generic table, a wav.scp) were ever decoded
+    assert loads.count(outside.resolve()) == 2
+
+
+@FUZZ
+@given(blob=st.binary(max_size=2000), encoding=st.sampled_from(ENCODINGS),
+       kind=st.sampled_from(["generic", "speechocean762", "commonvoice", "kaldi",
+                             "librispeech", "generic-jsonl", "generic-csv"]),
+       text=st.text(max_size=300), use_text=st.booleans())
+def test_garbage_metadata_never_crashes_an_import(blob, encoding, kind, text, use_text):
+    data = text.encode(encoding, "surrogatepass") if use_text else blob
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "c"
+        files = {"generic": ["t.tsv"], "generic-jsonl": ["t.jsonl"], "generic-csv": ["t.csv"],
+                 "speechocean762": ["manifest.tsv"], "commonvoice": ["train.tsv"],
+                 "kaldi": ["d/wav.scp", "d/text", "d/segments", "d/utt2spk"],
+                 "librispeech": ["1/2/1-2.trans.txt"]}[kind]
+        for name in files:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        (root / "clips").mkdir()
+        write(root / "1" / "2" / "1-2-0.flac", tone(0.3))
+        try:
+            result = import_corpus(kind.split("-")[0], root, opts(Path(tmp) / "out"))
+        except SpeechRNNError:
+            return  # e.g. no LibriSpeech subset in it: said in one line, not a crash
+        assert all(r.reason for r in result.rejected)
+
+
+def test_rows_that_would_break_the_output_are_rejected(tmp_path):
+    write(tmp_path / "c" / "a.wav", tone(2.0))
+    rows = [{"audio": "a.wav", "text": "fine", "speaker": "s", "split": "train"},
+            {"audio": "a.wav", "text": "tabbed speaker", "speaker": "s\tt", "split": "train"},
+            {"audio": "a.wav", "text": "x", "speaker": "s", "split": "../../escaped"},
+            {"audio": "a.wav", "text": "y", "speaker": "s", "split": "rejected"},
+            {"audio": "a.wav", "text": "1" * 5000, "speaker": "s", "split": "train"},
+            {"audio": "a.wav", "text": "z", "speaker": "s", "split": "train", "offset": "nan"},
+            {"audio": "a.wav", "text": "no split here", "speaker": "s"},
+            {"audio": ["a.wav"], "text": "list", "speaker": "s", "split": "train"},
+            {"audio": "a.wav", "text": "w", "id": "\ud800", "split": "train"}]
+    (tmp_path / "c" / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows)
+                                            + "\n[[[[\n" + "[" * 100_000 + "\n")
+    result = import_corpus("generic", tmp_path / "c", opts(tmp_path / "o", format="tsv"))
+    assert [r.text for r in result.manifests["train"]] == ["fine"]
+    reasons = " | ".join(r.reason for r in result.rejected)
+    assert len(result.rejected) == 10, reasons
+    for words in ("speaker holds a control character U+0009", "is not a plain name",
+                  "transcript cannot be normalised", "bad number: offset", "no split",
+                  "no audio path", "id holds a control character", "not valid JSON"):
+        assert words in reasons
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "o"]
+    assert max(len(r.reason) for r in result.rejected) < 1100
+    with (tmp_path / "o" / "rejected.tsv").open(encoding="utf-8") as f:
+        assert len(list(csv.DictReader(f, delimiter="\t"))) == 10  # the report reads back

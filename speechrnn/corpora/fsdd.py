@@ -24,10 +24,10 @@ from ..audio import SAMPLE_RATE, load_audio, save_audio
 from ..errors import InputError, NotFoundError
 from ..manifest import Utterance
 from ..progress import parallel_map
-from .importer import ImportOptions, ImportResult, Rejected, validate, write_result
+from .importer import ImportOptions, ImportResult, Rejected, inside, validate, write_result
 
 DIGITS = "zero one two three four five six seven eight nine".split()
-NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
+NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$", re.ASCII)
 
 
 def scan(source: Path, rejected: list[Rejected]) -> list[Utterance]:
@@ -35,6 +35,10 @@ def scan(source: Path, rejected: list[Rejected]) -> list[Utterance]:
     rows = []
     for path in sorted(folder.glob("*.wav")):
         m = NAME.match(path.stem)
+        if not inside(folder, path):  # the folder itself may be a link; its files may not
+            rejected.append(Rejected("isolated", path.stem, str(path), "a symbolic link out "
+                                     f"of the corpus folder {folder}: not read"))
+            continue
         if not m:
             rejected.append(Rejected("isolated", path.stem, str(path),
                                      "file name is not {digit}_{speaker}_{take}.wav"))

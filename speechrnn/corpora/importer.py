@@ -3,14 +3,32 @@
 An importer turns a corpus on disk into *candidates* (``Utterance`` rows with the raw
 transcript, grouped by manifest name) and hands them to :func:`finish`, which keeps the
 good rows and writes one manifest per group plus ``rejected.tsv``: one line per dropped
-row with its reason. One bad row never stops an import.
+row with its reason. One bad row never stops an import: a row whose metadata cannot be
+read (text in an unknown encoding, a malformed line, a bad number), whose transcript does
+not normalise or whose audio cannot be decoded is rejected with the reason.
+
+Which files an import reads. A corpus's own metadata (a table's audio column, Kaldi's
+``wav.scp``, LibriSpeech's utterance ids, the files an importer finds by listing a folder)
+is followed only inside the corpus root: a relative path that climbs out with ``..``, or a
+symbolic link in the corpus that points out of it, gives a rejected row ("leaves the corpus
+folder"), and so does a metadata file that is such a link. The root is the folder the
+importer was pointed at (resolved, so the corpus folder itself may be a link), or where
+its layout keeps the audio: Common Voice's ``clips/``, FSDD's ``recordings/``, a generic
+table's folder, a Kaldi data directory's recipe folder (the one that holds ``data/``).
+Files outside it are read only when named *explicitly*: by an absolute path in a list the
+user writes (a generic table, a Kaldi ``wav.scp``), or by a manifest
+(:func:`speechrnn.manifest.read_manifest` follows its paths as written). The layouts of
+published corpora (Common Voice, LibriSpeech, speechocean762, FSDD) never hold absolute
+paths, so there an absolute path is rejected too.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -49,6 +67,15 @@ class Rejected:
     audio: str
     reason: str
 
+    def __post_init__(self):  # a 100 kB transcript in a reason makes no report readable
+        self.id, self.audio, self.reason = (clip(self.id), clip(self.audio),
+                                            clip(self.reason, 1000))
+
+
+def clip(text: str, limit: int = 300) -> str:
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
 
 @dataclass
 class ImportResult:
@@ -76,11 +103,63 @@ class Rejection(Exception):
     """Raised inside validation with the reason a row is dropped."""
 
 
+def _real(path: str | os.PathLike) -> str:
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError) as err:  # a NUL byte, a name the file system cannot encode
+        raise Rejection(f"bad file name ({err})") from None
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Does ``path``, once ``..`` and symbolic links are resolved, lie in ``root``?"""
+    try:
+        top, real = _real(root), _real(path)
+    except Rejection:
+        return False
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def corpus_file(root: Path, written, base: Path | None = None,
+                absolute: bool = False) -> Path:
+    """The file a corpus's metadata names with ``written``: relative to ``base`` (default
+    ``root``) and inside ``root`` (the module docstring says why), or absolute where
+    ``absolute`` (a list the user wrote). Raises :class:`Rejection` with the reason."""
+    if not isinstance(written, str) or not written.strip():
+        raise Rejection(f"no audio path: {clip(repr(written), 80)}")
+    bad = control_character(written)
+    if bad:
+        raise Rejection(f"audio path holds {bad}")
+    path = Path(written)
+    if path.is_absolute():
+        if absolute:
+            return path
+        raise Rejection(f"absolute audio path {clip(written, 200)!r}: this corpus's metadata "
+                        f"may only name files inside {root}")
+    full = (base or root) / path
+    real = _real(full)
+    if not inside(root, Path(real)):
+        hint = "; name a file outside by its absolute path" if absolute else ""
+        raise Rejection(f"audio path {clip(written, 200)!r} leaves the corpus folder {root} "
+                        f"(by '..' or a symbolic link){hint}")
+    return Path(real)
+
+
+def control_character(text: str) -> str | None:
+    """"a control character U+0009" for the first control character or lone surrogate in
+    ``text`` (they break a manifest line or its encoding), else None."""
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cs"):
+            return f"a control character U+{ord(ch):04X}"
+    return None
+
+
 def check_transcript(text: str, alphabet: Alphabet, digits: str) -> str:
     try:
         norm = normalize_text(text, digits=digits)
     except TextError as err:
         raise Rejection(str(err)) from None
+    except ValueError as err:  # a number of more than 4300 digits cannot be spelled
+        raise Rejection(f"transcript cannot be normalised ({err})") from None
     if not norm:
         raise Rejection("empty transcript")
     bad = alphabet.unknown(norm)
@@ -107,6 +186,11 @@ def validate(rows: Sequence[Utterance], options: ImportOptions, desc: str = "val
     alphabet = Alphabet(options.characters)
 
     def check(row: Utterance) -> Utterance:
+        for what, value in (("audio path", row.audio), ("speaker", row.speaker),
+                            ("id", row.id)):
+            bad = control_character(value)
+            if bad:
+                raise Rejection(f"{what} holds {bad}")
         text = check_transcript(row.text, alphabet, options.digits)
         duration = row.duration
         if decode:
@@ -177,7 +261,7 @@ def write_result(result: ImportResult, options: ImportOptions) -> ImportResult:
     for name, rows in result.manifests.items():
         result.files[name] = write_manifest(manifest_path(result.out, name, options.format), rows)
     report = result.out / "rejected.tsv"
-    with report.open("w", newline="", encoding="utf-8") as f:
+    with report.open("w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(["manifest", "id", "audio", "reason"])
         for r in result.rejected:

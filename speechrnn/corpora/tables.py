@@ -3,18 +3,33 @@
 Column names are matched loosely (``path``/``audio``/``file``, ``text``/``sentence``/
 ``transcript``, ``speaker``/``client_id``, ...). A ``split`` column, or one table per split
 (``train.tsv``, ``dev.tsv``, ``test.tsv``), keeps the corpus's own split; otherwise rows
-are split by speaker.
+are split by speaker. Tables may be UTF-8 (with or without a BOM) or UTF-16/32, with any
+line ends (:func:`speechrnn.manifest.read_text`); a record that cannot be read is a rejected
+row. Audio paths keep to the table's folder unless absolute (generic tables only); see
+:mod:`speechrnn.corpora.importer`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 from pathlib import Path
 
 from ..errors import InputError, NotFoundError
-from ..manifest import Utterance
-from .importer import ImportOptions, ImportResult, Rejected, finish, split_by_speaker
+from ..manifest import Utterance, number, read_text, text_lines, undecodable
+from .importer import (
+    ImportOptions,
+    ImportResult,
+    Rejected,
+    Rejection,
+    clip,
+    corpus_file,
+    finish,
+    inside,
+    split_by_speaker,
+)
 
 ALIASES = {
     "audio": ("audio", "path", "audio_path", "audio_filepath", "file", "filename", "wav"),
@@ -28,17 +43,67 @@ ALIASES = {
 }
 SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "validation": "dev",
                "test": "test"}
+# a split names a manifest file in the output folder: a plain name, not a path, and not
+# the name of the import's own report files
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+RESERVED = {"rejected", "import", "prepared"}
+
+
+def read_records(path: Path) -> list[tuple[int, dict | str]]:
+    """(row number, record) for each record of a TSV, CSV or JSONL file, with the reason
+    in place of the record where one cannot be read. Raises ``OSError`` as ``open`` does."""
+    text = read_text(path)
+    suffix = path.suffix.lower()
+    out: list[tuple[int, dict | str]] = []
+    if suffix == ".jsonl":
+        for n, line in enumerate(text_lines(text), 1):
+            if not line.strip():
+                continue
+            bad = undecodable(line)
+            if bad:
+                out.append((n, f"line {n}: {bad}"))
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                out.append((n, f"line {n}: not valid JSON ({err.msg})"))
+                continue
+            except (ValueError, RecursionError) as err:  # 5000-digit numbers, deep nesting
+                out.append((n, f"line {n}: not valid JSON ({clip(err, 100)})"))
+                continue
+            out.append((n, obj) if isinstance(obj, dict) else (n, f"line {n}: not a JSON object"))
+        return out
+    if suffix == ".csv":
+        reader = csv.reader(io.StringIO(text, newline=""))
+    else:  # TSV: no quoting, a tab between values
+        reader = (line.split("\t") for line in text_lines(text))
+    header = None
+    n = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:  # a field over csv's size limit, a stray quote
+            n += 1
+            out.append((n, f"row {n}: {err}"))
+            continue
+        if not any(v.strip() for v in values):
+            continue
+        bad = undecodable("".join(values))
+        if header is None:
+            if bad:
+                return [(0, f"header: {bad}")]
+            header = [v.strip() for v in values]
+            continue
+        n += 1
+        out.append((n, f"row {n}: {bad}") if bad else (n, dict(zip(header, values))))
+    return out
 
 
 def read_table(path: Path) -> list[dict]:
-    """Rows of a TSV, CSV or JSONL file as dicts."""
-    if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL
-                                   if delimiter == "," else csv.QUOTE_NONE))
+    """The records of a TSV, CSV or JSONL file that can be read, as dicts."""
+    return [rec for _, rec in read_records(path) if isinstance(rec, dict)]
 
 
 def _pick(record: dict, field: str):
@@ -48,46 +113,85 @@ def _pick(record: dict, field: str):
     return None
 
 
-def rows_from_table(path: Path, audio_root: Path, table: str,
-                    rejected: list[Rejected]) -> list[tuple[str | None, Utterance]]:
-    """(split or None, candidate) for each usable record; malformed ones go to ``rejected``."""
+def _split(value) -> str | None:
+    name = str(value).strip()
+    name = SPLIT_NAMES.get(name.lower(), name)
+    if not SPLIT_NAME.fullmatch(name) or name.lower() in RESERVED:
+        raise Rejection(f"split {clip(repr(value), 80)} is not a plain name (letters, digits, "
+                        "'.', '_', '-'; not rejected, import or prepared)")
+    return name
+
+
+def rows_from_table(path: Path, audio_root: Path, table: str, rejected: list[Rejected],
+                    root: Path | None = None, absolute: bool = False
+                    ) -> list[tuple[str | None, Utterance]]:
+    """(split or None, candidate) for each usable record; malformed ones go to ``rejected``.
+    Audio paths are relative to ``audio_root`` and must stay inside ``root`` (default
+    ``audio_root``); absolute ones are followed where ``absolute``."""
     out = []
-    for n, rec in enumerate(read_table(path), 1):
+    try:
+        records = read_records(path)
+    except OSError as err:
+        rejected.append(Rejected(table, "", str(path), f"cannot read {path.name}: "
+                                                       f"{err.strerror or err}"))
+        return out
+    for n, rec in records:
+        uid = f"{path.stem}-{n}"
+        if isinstance(rec, str):
+            rejected.append(Rejected(table, uid, "", f"{path.name} {rec}"))
+            continue
         audio, text = _pick(rec, "audio"), _pick(rec, "text")
-        uid = str(_pick(rec, "id") or f"{path.stem}-{n}")
+        uid = str(_pick(rec, "id") or uid)
         if audio is None:
             rejected.append(Rejected(table, uid, "", f"{path.name} row {n}: no audio column"))
             continue
-        try:
-            duration = float(_pick(rec, "duration") or 0.0)
-            offset = _pick(rec, "offset")
-            end = _pick(rec, "end")
-            offset = float(offset) if offset is not None else None
-            end = float(end) if end is not None else None
-        except ValueError as err:
-            rejected.append(Rejected(table, uid, str(audio), f"bad number: {err}"))
+        numbers, bad = {}, None
+        for key in ("duration", "offset", "end"):
+            value = _pick(rec, key)
+            numbers[key] = None if value is None else number(value)
+            if value is not None and numbers[key] is None:
+                bad = f"bad number: {key} {clip(repr(value), 80)}"
+        if bad:
+            rejected.append(Rejected(table, uid, str(audio), bad))
             continue
-        split = _pick(rec, "split")
-        row = Utterance(audio=str(audio_root / str(audio)), text=str(text or ""),
-                        duration=duration, speaker=str(_pick(rec, "speaker") or ""), id=uid,
-                        offset=offset, end=end)
-        out.append((SPLIT_NAMES.get(str(split).lower(), str(split)) if split else None, row))
+        try:
+            split = _pick(rec, "split")
+            split = _split(split) if split is not None else None
+            file = corpus_file(root or audio_root, audio, audio_root, absolute)
+        except Rejection as err:
+            rejected.append(Rejected(table, uid, str(audio), str(err)))
+            continue
+        row = Utterance(audio=str(file), text=str(text or ""),
+                        duration=numbers["duration"] or 0.0,
+                        speaker=str(_pick(rec, "speaker") or ""), id=uid,
+                        offset=numbers["offset"], end=numbers["end"])
+        out.append((split, row))
     return out
 
 
-def import_tables(tables: list[Path], audio_root: Path | None, options: ImportOptions
-                  ) -> ImportResult:
+def import_tables(tables: list[Path], audio_root: Path | None, options: ImportOptions,
+                  root: Path | None = None) -> ImportResult:
+    """Tables into manifests. Audio paths are relative to ``audio_root`` and kept inside it;
+    with ``audio_root`` None (generic tables) to each table's folder, and absolute paths
+    are followed. A table that is a symbolic link out of ``root`` is not read."""
     rejected: list[Rejected] = []
     groups: dict[str, list[Utterance]] = {}
     unsplit: list[Utterance] = []
     for path in tables:
-        root = audio_root or path.parent
+        if root is not None and not inside(root, path):
+            rejected.append(Rejected(path.stem, "", str(path), f"{path.name} is a symbolic "
+                                     f"link out of the corpus folder {root}: not read"))
+            continue
+        base = audio_root or path.parent
         name = SPLIT_NAMES.get(path.stem.lower())
-        for split, row in rows_from_table(path, root, path.stem, rejected):
-            if split:
-                groups.setdefault(split, []).append(row)
-            elif name:
-                groups.setdefault(name, []).append(row)
+        pairs = rows_from_table(path, base, path.stem, rejected, absolute=audio_root is None)
+        named = any(split for split, _ in pairs)
+        for split, row in pairs:
+            if split or name:
+                groups.setdefault(split or name, []).append(row)
+            elif named:  # one empty cell does not turn the whole table into a mixed one
+                rejected.append(Rejected(path.stem, row.id, row.audio, "no split, where the "
+                                         "table's other rows name theirs"))
             else:
                 unsplit.append(row)
     if unsplit:
@@ -114,8 +218,10 @@ def _tables_in(source: Path) -> list[Path]:
 
 
 def import_generic(source: Path, options: ImportOptions) -> ImportResult:
-    """A table file, or a folder of them; audio paths relative to each table's folder."""
-    return import_tables(_tables_in(source), None, options)
+    """A table file, or a folder of them; audio paths relative to each table's folder (and
+    inside it), or absolute."""
+    return import_tables(_tables_in(source), None, options,
+                         root=None if source.is_file() else source)
 
 
 def import_speechocean762(source: Path, options: ImportOptions) -> ImportResult:
@@ -124,7 +230,7 @@ def import_speechocean762(source: Path, options: ImportOptions) -> ImportResult:
     if not table.is_file():
         raise NotFoundError(f"{source}: no manifest.tsv (expected the speechocean762 "
                                 "layout: manifest.tsv and audio/SPEAKERxxxx/*.flac)")
-    return import_tables([table], source, options)
+    return import_tables([table], source, options, root=source)
 
 
 def import_commonvoice(source: Path, options: ImportOptions) -> ImportResult:
@@ -137,4 +243,4 @@ def import_commonvoice(source: Path, options: ImportOptions) -> ImportResult:
     clips = source / "clips"
     if not clips.is_dir():
         raise NotFoundError(f"{source}: no clips/ folder (Common Voice layout)")
-    return import_tables(tables, clips, options)
+    return import_tables(tables, clips, options, root=source)
