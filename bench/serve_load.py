@@ -49,6 +49,36 @@ def wait_for(url: str, proc, timeout: float = 180.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and everything below it, in MB (from /proc)."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def request(url: str, audio: bytes) -> tuple[float, int, str]:
     body = json.dumps({"dataframe_split": {"columns": ["audio"], "data": [
         [base64.b64encode(audio).decode()]]}}).encode()
