@@ -42,7 +42,7 @@ def _named(err: OSError, target: Path, temporary: Path) -> OSError:
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None,
-                 fsync: bool = True) -> Iterator[IO]:
+                 fsync: bool = True, newline: str | None = None) -> Iterator[IO]:
     """A file object whose contents replace ``path`` when the block ends without error;
     ``mode`` ``"wb"`` or ``"w"`` (text, ``encoding``). ``fsync=False``: not forced to disk
     before the rename (a cache whose damaged entries are recomputed)."""
@@ -50,7 +50,7 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, mode, encoding=encoding) as f:
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as f:
             yield f
             f.flush()
             if fsync:

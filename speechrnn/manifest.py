@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .errors import InputError
+from .files import atomic_write
 
 COLUMNS = ("id", "audio", "text", "duration", "speaker", "offset", "end")
 
@@ -220,9 +221,8 @@ def write_manifest(path: str | Path, rows: list[Utterance]) -> Path:
     fmt = _fmt(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    tmp = path.with_name(path.name + ".tmp")
     names = [f.name for f in fields(Utterance)]
-    with tmp.open("w", encoding="utf-8", newline="") as f:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:  # whole or not at all
         if fmt == "tsv":
             f.write("\t".join(COLUMNS) + "\n")
         for row in rows:
@@ -239,7 +239,6 @@ def write_manifest(path: str | Path, rows: list[Utterance]) -> Path:
                 if any("\t" in v or "\n" in v for v in values):
                     raise ManifestError(f"{path}: a value holds a tab or newline: {values}")
                 f.write("\t".join(values) + "\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import jiwer
 
 from .evaluate import UtteranceScore, word_errors
+from .files import atomic_write, atomic_write_text
 
 
 def plot_history(history: list[dict]):
@@ -65,7 +66,7 @@ def alignment_report(scores: list[UtteranceScore], worst: int = 20) -> str:
 def write_word_errors(path: Path, scores: list[UtteranceScore]) -> Path:
     """:func:`word_errors` as CSV (reference, hypothesis, count), most frequent first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["reference", "hypothesis", "count"])
         for (said, heard), n in sorted(word_errors(scores).items(),
@@ -77,7 +78,7 @@ def write_word_errors(path: Path, scores: list[UtteranceScore]) -> Path:
 def write_utterances(path: Path, scores: list[UtteranceScore]) -> Path:
     """Per-utterance scores as CSV, worst first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["id", "reference", "hypothesis", "wer", "cer", "substitutions",
                     "deletions", "insertions", "confidence"])
@@ -90,7 +91,7 @@ def write_utterances(path: Path, scores: list[UtteranceScore]) -> Path:
 
 def write_report(out: Path, summary: dict, scores: list[UtteranceScore]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "alignment.txt").write_text(alignment_report(scores))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "alignment.txt", alignment_report(scores))
     return [write_utterances(out / "utterances.csv", scores), out / "alignment.txt",
             write_word_errors(out / "word_errors.csv", scores), out / "summary.json"]

@@ -61,14 +61,22 @@ def number_to_words(n: int) -> str:
     raise AssertionError(n)
 
 
+def _say(digits: str) -> str:
+    """A run of digits in words: a number, or digit by digit when too long to read as one
+    (never int() of it: Python refuses to convert more than 4,300 digits)."""
+    if len(digits) > len(str(_SCALES[0][0])) + 2:
+        return " ".join(_ONES[int(d)] for d in digits)
+    return number_to_words(int(digits))
+
+
 def _spell_digits(text: str) -> str:
     def decimal(m: re.Match) -> str:
         whole, frac = m.group(1), m.group(2)
-        return f" {number_to_words(int(whole))} point {' '.join(_ONES[int(d)] for d in frac)} "
+        return f" {_say(whole)} point {' '.join(_ONES[int(d)] for d in frac)} "
 
     text = re.sub(r"(\d+)\.(\d+)", decimal, text)
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 -> 1000
-    return re.sub(r"\d+", lambda m: f" {number_to_words(int(m.group()))} ", text)
+    return re.sub(r"\d+", lambda m: f" {_say(m.group())} ", text)
 
 
 def normalize_text(text: str, digits: str = "spell") -> str:

@@ -537,7 +537,7 @@ def test_rows_that_would_break_the_output_are_rejected(tmp_path):
     reasons = " | ".join(r.reason for r in result.rejected)
     assert len(result.rejected) == 10, reasons
     for words in ("speaker holds a control character U+0009", "is not a plain name",
-                  "transcript cannot be normalised", "bad number: offset", "no split",
+                  "too long for the audio", "bad number: offset", "no split",
                   "no audio path", "id holds a control character", "not valid JSON"):
         assert words in reasons
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "o"]

@@ -28,6 +28,13 @@ def test_digits_rejected_on_request():
     assert normalize_text("room one", digits="reject") == "room one"
 
 
+def test_long_digit_runs_are_read_digit_by_digit():
+    assert normalize_text("room 1234567890123456") == \
+        "room one two three four five six seven eight nine zero one two three four five six"
+    assert normalize_text("1" * 5000) == " ".join(["one"] * 5000)  # past int()'s limit
+    assert normalize_text("3.1" + "4" * 5000).startswith("three point one four four")
+
+
 def test_number_words():
     assert number_to_words(0) == "zero"
     assert number_to_words(305) == "three hundred five"

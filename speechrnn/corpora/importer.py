@@ -158,8 +158,6 @@ def check_transcript(text: str, alphabet: Alphabet, digits: str) -> str:
         norm = normalize_text(text, digits=digits)
     except TextError as err:
         raise Rejection(str(err)) from None
-    except ValueError as err:  # a number of more than 4300 digits cannot be spelled
-        raise Rejection(f"transcript cannot be normalised ({err})") from None
     if not norm:
         raise Rejection("empty transcript")
     bad = alphabet.unknown(norm)
