@@ -266,6 +266,20 @@ def kill_checkpoint(args) -> dict:
             "lost": lost, "note": note}
 
 
+def error_of(action, undo) -> str:
+    """The TrainError ``action`` raises (or "no error"); ``undo`` (if any) afterwards."""
+    from speechrnn.checkpoint import TrainError
+
+    try:
+        action()
+        return "no error"
+    except TrainError as err:
+        return str(err)
+    finally:
+        if undo:
+            undo()
+
+
 @contextlib.contextmanager
 def small_disk(folder: Path, megabytes: int):
     """``folder`` on a tmpfs of ``megabytes`` (True), or a plain folder (False) where
@@ -306,7 +320,7 @@ def simulated_full_disk():
 
 def full_disk(args) -> dict:
     """No space left while checkpointing, saving the best model and caching features."""
-    from speechrnn.checkpoint import Checkpointer, TrainError, TrainState
+    from speechrnn.checkpoint import Checkpointer, TrainState
 
     results, notes = [], []
     folder = WORK / "small-disk"
@@ -323,14 +337,8 @@ def full_disk(args) -> dict:
         else:
             undo = simulated_full_disk()
         fill(model, variables, 2.0)
-        try:
-            checkpoints.save(model, variables, TrainState(epoch=2, config_digest="bench"))
-            error = "no error"
-        except TrainError as err:
-            error = str(err)
-        finally:
-            if undo:
-                undo()
+        error = error_of(lambda: checkpoints.save(
+            model, variables, TrainState(epoch=2, config_digest="bench")), undo)
         ok, why = restored(folder / "checkpoints", megabytes)
         clear = "no space left on device" in error and "intact" in error
         results.append((clear and ok and not temporaries(folder), not ok))
@@ -353,7 +361,6 @@ def full_disk(args) -> dict:
 def best_model_on_full_disk(folder: Path, mounted: bool, notes: list) -> tuple[bool, bool]:
     import types
 
-    from speechrnn.checkpoint import TrainError
     from speechrnn.config import Config, ModelConfig, TrainConfig
     from speechrnn.model import build_model, load_model
     from speechrnn.text import Alphabet
@@ -372,14 +379,7 @@ def best_model_on_full_disk(folder: Path, mounted: bool, notes: list) -> tuple[b
         fill_up(folder, size // 2)
     else:
         undo = simulated_full_disk()
-    try:
-        save_best(job, types.SimpleNamespace(epoch=1), rates, [])
-        error = "no error"
-    except TrainError as err:
-        error = str(err)
-    finally:
-        if undo:
-            undo()
+    error = error_of(lambda: save_best(job, types.SimpleNamespace(epoch=1), rates, []), undo)
     try:
         intact = load_model(job.best_dir)[3]["epoch"] == 0
     except Exception as err:
