@@ -125,7 +125,10 @@ class Tracker(RunTracker):
 
     def _start(self, run_id: str | None, run_name: str | None) -> None:
         if mlflow.active_run():
-            mlflow.end_run()
+            try:
+                mlflow.end_run()
+            except mlflow.exceptions.MlflowException:
+                pass  # left active by a store that failed or another store: now let go
         outer = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into its run
         if outer and not run_id:
             try:
