@@ -8,8 +8,9 @@ between ``min_flatness`` and ``max_flatness``), and it repeats at a voice's pitc
 rumble of brown noise (``max_rumble``: power under 150 Hz over the band's). Speech holds
 such frames in a good share of every syllable; white, pink or brown noise, hum, steady or
 played tones and silence hold almost none. A stretch is speech where at least
-``min_voiced`` of the frames around it (``window_s``) are voiced, widened by ``pad_s`` on
-each side to take in the unvoiced sounds (s, f, t) at the edges of words.
+``min_voiced`` of the frames around it (``window_s``, or the whole clip if shorter) are
+voiced and it holds ``min_voiced_s`` of them, widened by ``pad_s`` on each side to take in
+the unvoiced sounds (s, f, t) at the edges of words.
 
 :func:`speech_regions` gives the speech stretches of an array; the transcriber runs the
 network only on chunks that hold speech and keeps only words that touch it.
@@ -26,12 +27,13 @@ import numpy as np
 class VadOptions:
     enabled: bool = True
     floor_db: float = -60.0  # frames quieter than this (dBFS) are not voiced
-    min_flatness: float = 0.002  # below: a tone, hum or a few partials
+    min_flatness: float = 0.0005  # below: a tone, hum or a few partials
     max_flatness: float = 0.3  # above: noise
-    min_periodicity: float = 0.5  # normalised autocorrelation peak at a pitch period
+    min_periodicity: float = 0.3  # normalised autocorrelation peak at a pitch period
     max_rumble: float = 3.0  # power under 150 Hz / power at 200-4,000 Hz
     window_s: float = 0.3
     min_voiced: float = 0.3  # share of voiced frames in a window that makes it speech
+    min_voiced_s: float = 0.05  # voiced frames a speech stretch holds at least
     pad_s: float = 0.3
 
 
@@ -82,12 +84,22 @@ def speech_mask(audio: np.ndarray, sample_rate: int,
     voiced = voiced_frames(audio, sample_rate, options).astype(np.float32)
     if not len(voiced):
         return np.zeros(0, bool)
-    width = max(int(round(options.window_s / _HOP_S)), 1)
-    share = np.convolve(voiced, np.ones(width, np.float32) / width, mode="same")
-    speech = share >= options.min_voiced
+    n, half = len(voiced), max(int(round(options.window_s / _HOP_S)), 1) // 2
+    counts = np.concatenate([[0], np.cumsum(voiced)])
+    lo, hi = np.maximum(np.arange(n) - half, 0), np.minimum(np.arange(n) + half + 1, n)
+    # the share of the frames there are: a clip shorter than the window is judged whole
+    speech = (counts[hi] - counts[lo]) / (hi - lo) >= options.min_voiced
+    # a stretch needs min_voiced_s of voiced frames: a few stray ones in a short piece of
+    # a chord or a melody are not a word
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
+    for a, b in zip(edges[::2], edges[1::2]):
+        if counts[b] - counts[a] < options.min_voiced_s / _HOP_S:
+            speech[a:b] = False
     pad = int(round(options.pad_s / _HOP_S))
     if pad and speech.any():
-        speech = np.convolve(speech.astype(np.float32), np.ones(2 * pad + 1), "same") > 0
+        ends = np.concatenate([[0], np.cumsum(speech)])
+        speech = ends[np.minimum(np.arange(n) + pad + 1, n)] > ends[np.maximum(
+            np.arange(n) - pad, 0)]
     return speech
 
 
