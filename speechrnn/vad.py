@@ -48,8 +48,8 @@ def voiced_frames(audio: np.ndarray, sample_rate: int,
     hop, win = int(_HOP_S * sample_rate), int(_WIN_S * sample_rate)
     n_fft = max(_N_FFT, 1 << (2 * win - 1).bit_length())  # no wrap-around in the autocorr
     audio = np.asarray(audio, np.float32)
-    if len(audio) < win:
-        return np.zeros(0, bool)
+    if len(audio) < win:  # too short for one frame: nothing voiced
+        return np.zeros(1 + len(audio) // hop, bool)
     window = np.hanning(win).astype(np.float32)
     frames = 1 + len(audio) // hop
     padded = np.pad(audio, (0, max(n_fft - len(audio), 0)))  # librosa wants >= n_fft
