@@ -85,16 +85,18 @@ def run(cfg, stages: list[str], args) -> int:
 
     if "evaluate" in stages:
         stage(f"evaluate on {data.manifest('test')}")
-        for method in ("greedy", "beam"):
-            decoding = pipeline.recipe_decoding(cfg, method)
-            out = model_dir.parent / f"eval-{decoding.name.replace('_', '-')}"
-            report = pipeline.evaluate(model_dir, data.manifest("test"), decoding, out=out,
-                                       run_id=run_id, name="test", progress=progress)
-            what = (f"beam {decoding.options.beam_width} + word LM" if decoding.lm
-                    else decoding.name)
-            print(f"test ({what}): WER {100 * report.rates.wer:.1f} %  CER "
-                  f"{100 * report.rates.cer:.1f} %  ({report.rates.utterances} utterances; "
-                  f"report in {out})")
+        for name in ("test", *cfg.eval.extra_sets):
+            for method in ("greedy", "beam"):
+                decoding = pipeline.recipe_decoding(cfg, method)
+                tag = "" if name == "test" else f"-{name}"
+                out = model_dir.parent / f"eval{tag}-{decoding.name.replace('_', '-')}"
+                report = pipeline.evaluate(model_dir, data.manifest(name), decoding, out=out,
+                                           run_id=run_id, name=name, progress=progress)
+                what = (f"beam {decoding.options.beam_width} + word LM" if decoding.lm
+                        else decoding.name)
+                print(f"{name} ({what}): WER {100 * report.rates.wer:.1f} %  CER "
+                      f"{100 * report.rates.cer:.1f} %  ({report.rates.utterances} "
+                      f"utterances; report in {out})")
 
     if "transcribe" in stages:
         stage("transcribe one held-out test file")

@@ -263,6 +263,13 @@ class EvalConfig:
     lm_order: int = 3
     lm_weight: float = 0.8
     word_bonus: float = 1.0
+    # more manifests of data.out scored beside "test" (e.g. isolated-test: FSDD's single
+    # digits of the test speakers)
+    extra_sets: tuple[str, ...] = ()
+    # seconds of quiet the transcriber puts before and after each piece of audio (saved
+    # with the model): a model trained on utterances with pauses at their ends hears a
+    # word cut tight, or a single word, as it heard them in training
+    edge_pad_s: float = 0.0
 
     def __post_init__(self):
         if self.beam_width < 1 or self.lm_order < 1:

@@ -483,7 +483,7 @@ def save_best(job: Job, state: TrainState, rates, table) -> None:
             replace_dir(best) as folder:
         save_model(folder, job.model, cfg.features, job.data.alphabet,
                    {"epoch": state.epoch, "dev_wer": rates.wer, "dev_cer": rates.cer,
-                    "config": cfg.name}, atomic=False)
+                    "config": cfg.name, "edge_pad_s": cfg.eval.edge_pad_s}, atomic=False)
         if cfg.features.cmvn == "global":
             shutil.copy(cfg.workdir / "cmvn.json", folder / "cmvn.json")
         write_utterances(folder / "dev_transcripts.csv", table)

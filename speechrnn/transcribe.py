@@ -69,6 +69,7 @@ class Transcriber:
     batch_size: int = 8
     threads: int = 0  # ONNX Runtime intra-op threads (0: all cores)
     vad: VadOptions = VadOptions()  # enabled=False: every sound is decoded as speech
+    edge_pad_s: float | None = None  # quiet added at both ends (None: the model's own)
     network: object = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -76,6 +77,8 @@ class Transcriber:
         self.model_dir = files.path
         self.features, self.alphabet, self.meta = files.features, files.alphabet, files.meta
         self.stride, self.frame_seconds = files.stride, files.frame_seconds
+        if self.edge_pad_s is None:  # what the recipe chose on dev (eval.edge_pad_s)
+            self.edge_pad_s = float(self.meta.get("edge_pad_s", 0.0))
         cmvn = CMVN.load(files.path / "cmvn.json") if self.features.cmvn == "global" else None
         self.extractor = FeatureExtractor(self.features, cmvn=cmvn)
         self.network, self.backend = _load_network(files, self.backend, self.threads)
@@ -163,9 +166,14 @@ class Transcriber:
         # BLAS threads left spinning after the feature matmuls steal the cores ONNX Runtime's
         # LSTM needs: held to one, transcription runs about 1.8x faster on 2 cores
         with self._blas.limit(limits=1, user_api="blas"):
-            for i, lp in zip(run, self.log_probs_batch([audios[i] for i in run])):
-                hyp = snap_to_speech(self.decode(lp, options), audios[i], self.sample_rate,
+            padded = [_with_quiet_edges(audios[i], int(self.edge_pad_s * self.sample_rate))
+                      for i in run]
+            for i, (a, lead), lp in zip(run, padded, self.log_probs_batch(
+                    [a for a, _ in padded])):
+                hyp = snap_to_speech(self.decode(lp, options), a, self.sample_rate,
                                      self.features.frames_per_second)
+                if lead:
+                    hyp = _unpad(hyp, lead / self.sample_rate, len(audios[i]) / self.sample_rate)
                 hyps[i] = hyp if regions[i] is None else _keep_speech(hyp, regions[i])
         return hyps
 
@@ -176,6 +184,31 @@ class Transcriber:
             return []
         hyps = self.transcribe_batch([c for _, c in pending], options)
         return [h.shifted(o / self.sample_rate) for (o, _), h in zip(pending, hyps)]
+
+
+def _with_quiet_edges(audio: np.ndarray, quiet: int) -> tuple[np.ndarray, int]:
+    """``audio`` with quiet (faint noise) added at each end that has less than ``quiet``
+    samples of it (within 30 dB of the loudest frame counts as sound); and how many
+    samples were added at the start."""
+    if quiet <= 0 or not len(audio):
+        return audio, 0
+    import librosa
+
+    _, (first, last) = librosa.effects.trim(audio, top_db=30, frame_length=400,
+                                            hop_length=160)
+    lead, tail = max(quiet - int(first), 0), max(quiet - (len(audio) - int(last)), 0)
+    if not lead and not tail:
+        return audio, 0
+    noise = (np.random.default_rng(0).standard_normal(lead + tail) * 1e-4).astype(np.float32)
+    return np.concatenate([noise[:lead], audio, noise[lead:]]), lead
+
+
+def _unpad(hyp: Hypothesis, pad: float, duration: float) -> Hypothesis:
+    """Word times of audio that had ``pad`` seconds of quiet added at its start, back on
+    the audio's own clock (within 0 .. ``duration``)."""
+    return replace(hyp.shifted(-pad), words=tuple(
+        replace(w, start=min(max(w.start, 0.0), duration), end=min(max(w.end, 0.0), duration))
+        for w in hyp.shifted(-pad).words))
 
 
 def _keep_speech(hyp: Hypothesis, regions: list[tuple[float, float]]) -> Hypothesis:

@@ -175,3 +175,15 @@ def check_epochs_are_seeded(batches, n: int) -> None:
     tail = batches(0, skip=2)
     assert [i for i, _ in tail] == [i for i, _ in e0[2:]]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(tail, e0[2:], strict=True))
+
+
+def talkative_model(trained, tmp_path):
+    """The tiny trained model with its weights sharpened at random: it says something for
+    any sound (the tiny model itself says nothing yet)."""
+    from speechrnn.model import load_model, save_model
+
+    model, features, alphabet, _ = load_model(trained.model_dir)
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+    return save_model(tmp_path / "talkative", model, features, alphabet)

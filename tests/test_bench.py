@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import compare  # noqa: E402
 import deepspeech2 as ds2  # noqa: E402
+import fsdd_loso  # noqa: E402
 import sphinx  # noqa: E402
 
 TINY = ds2.RecipeConfig(rnn_layers=2, rnn_units=16, learning_rate=1e-3, batch_size=4)
@@ -159,3 +160,32 @@ def test_ds2_jobs_run_without_onednn_only_where_the_task_says(monkeypatch, tmp_p
     assert envs == {("fsdd-jackson", "ours"): None, ("fsdd-jackson", "ds2"): None,
                     ("fsdd-george", "ours"): None, ("fsdd-george", "ds2"): None,
                     ("speechocean762", "ours"): None, ("speechocean762", "ds2"): "0"}
+
+
+def test_fsdd_loso_holds_each_speaker_out_in_its_own_folders(tmp_path):
+    import argparse
+    import os
+
+
+    args = argparse.Namespace(config=ROOT / "pipelines" / "configs" / "fsdd-digits.yaml",
+                              budget_min=2.0, no_track=True)
+    first, second = fsdd_loso.config(args, "lucas"), fsdd_loso.config(args, "theo")
+    assert first.data.test_speakers == first.data.dev_speakers == ("lucas",)
+    assert first.train.time_budget_min == 2.0 and not first.tracking.enabled
+    assert first.workdir != second.workdir and first.data.out != second.data.out
+    assert "isolated-test" in first.eval.extra_sets
+    # the synthetic extras of the first speaker are linked, not built again
+    first = replace_out(first, tmp_path / "a")
+    second = replace_out(second, tmp_path / "b")
+    extra = first.data.synth_extra_manifest()
+    extra.parent.mkdir(parents=True)
+    extra.write_text("{}\n")
+    fsdd_loso.share_synthetic_extras(second, [first])
+    copied = second.data.synth_extra_manifest()
+    assert copied.read_text() == "{}\n" and os.stat(copied).st_ino == os.stat(extra).st_ino
+
+
+def replace_out(cfg, out):
+    import dataclasses
+
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, out=str(out)))

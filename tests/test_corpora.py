@@ -80,7 +80,7 @@ def test_fsdd_connected_strings_are_speaker_disjoint_and_seeded(fsdd_like, tmp_p
     for split in ("train", "test", "dev"):
         for ra, rb in zip(a.manifests[split], b.manifests[split], strict=True):
             assert (ra.text, ra.duration) == (rb.text, rb.duration)
-            assert 2 <= len(ra.text.split()) <= 7
+            assert (1 if split == "train" else 2) <= len(ra.text.split()) <= 7
             assert set(ra.text.split()) <= set(DIGITS)
             info = sf.info(ra.audio)
             assert info.samplerate == 16000 and info.channels == 1
@@ -90,6 +90,26 @@ def test_fsdd_connected_strings_are_speaker_disjoint_and_seeded(fsdd_like, tmp_p
     assert all(Path(p).exists() for p in train_takes)
     c = import_fsdd(fsdd_like, opts(tmp_path / "c", seed=4), per_speaker=9)
     assert [r.text for r in c.manifests["train"]] != [r.text for r in a.manifests["train"]]
+    # the test speaker's recordings one by one, as they are
+    isolated = read_manifest(tmp_path / "a" / "isolated-test.jsonl")
+    assert {r.speaker for r in isolated} == {test_speaker} and len(isolated) == 100
+
+
+def test_fsdd_training_strings_hold_single_digits_and_bare_edges(fsdd_like, tmp_path):
+    """Training strings start and end at the first and last sample of a recording about a
+    third of the time, and some hold one digit; dev and test strings never do either."""
+    result = import_fsdd(fsdd_like, opts(tmp_path / "o", seed=0), per_speaker=60)
+
+    def bare(row):  # the recordings are tones: a bare edge is loud at once
+        audio = load_audio(row.audio)
+        return np.abs(audio[:40]).max() > 1e-2, np.abs(audio[-40:]).max() > 1e-2
+
+    train = result.manifests["train"]
+    edges = np.array([bare(r) for r in train])
+    assert 0.15 < edges.mean() < 0.45
+    assert 0.05 < np.mean([len(r.text.split()) == 1 for r in train]) < 0.3
+    for row in result.manifests["test"] + result.manifests["dev"]:
+        assert not any(bare(row)) and len(row.text.split()) >= 2
 
 
 def test_fsdd_speaker_held_out_for_dev_and_test_splits_its_takes(fsdd_like, tmp_path):
@@ -99,6 +119,8 @@ def test_fsdd_speaker_held_out_for_dev_and_test_splits_its_takes(fsdd_like, tmp_
     assert speakers["dev"] == speakers["test"] == {"bob"}
     assert speakers["train"] == {"alice", "carol"}
     assert len(result.manifests["dev"]) == len(result.manifests["test"]) == 10
+    takes = {int(r.id.rsplit("_", 1)[1]) % 2 for r in result.manifests["isolated-test"]}
+    assert takes == {1}  # the odd takes: the test strings' recordings, never dev's
 
 
 def test_real_fsdd(corpora, tmp_path):

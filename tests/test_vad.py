@@ -5,6 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import talkative_model
 
 from speechrnn.audio import load_audio
 from speechrnn.vad import VadOptions, non_speech_signals, overlaps, speech_mask, speech_regions
@@ -45,18 +46,6 @@ def test_real_recordings_are_speech(corpora):
     # the shortest single digits, trimmed tight (a window longer than the clip)
     short = sorted((corpora / "fsdd").rglob("*.wav"), key=lambda f: f.stat().st_size)[:20]
     assert all(speech_regions(load_audio(f), 16000) for f in short)
-
-
-def talkative_model(trained, tmp_path):
-    """The tiny trained model with its weights sharpened at random: it says something for
-    any sound (the tiny model itself says nothing yet)."""
-    from speechrnn.model import load_model, save_model
-
-    model, features, alphabet, _ = load_model(trained.model_dir)
-    rng = np.random.default_rng(0)
-    model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype)
-                       for w in model.get_weights()])
-    return save_model(tmp_path / "talkative", model, features, alphabet)
 
 
 def test_transcriber_gives_no_words_for_noise(trained, tmp_path, needs_espeak):

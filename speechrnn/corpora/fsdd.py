@@ -1,13 +1,16 @@
 """Free Spoken Digit Dataset: isolated digits, and connected digit strings built from them.
 
 Recordings are named ``{digit}_{speaker}_{take}.wav``; the transcript is the digit's word.
-The importer writes ``isolated.jsonl`` (every good recording) and speaker-disjoint
-``train``/``dev``/``test`` manifests of connected strings ("four one five nine"): 2 to 7
-real recordings of one speaker joined by short random pauses, written as 16 kHz WAV under
-``audio/``. Test speakers (``--test-speakers``, else one chosen by the seed) never appear in
-training. Dev is made of ``--dev-speakers`` if given, else of the takes ending in 9 (10 %)
-of the training speakers, which train never uses. A speaker named both dev and test is held
-out whole, its even takes building dev strings and its odd takes test strings: model
+The importer writes ``isolated.jsonl`` (every good recording), ``isolated-test.jsonl``
+(the test speakers' recordings that build the test strings, one by one) and
+speaker-disjoint ``train``/``dev``/``test`` manifests of connected strings ("four one five
+nine"): real recordings of one speaker joined by short random pauses, written as 16 kHz
+WAV under ``audio/``; dev and test strings hold 2 to 7 digits with 0.1-0.3 s of quiet at
+each end, training strings 1 to 7 digits with 0-0.3 s, none at 30 % of the ends. Test
+speakers (``--test-speakers``, else one chosen by the seed) never appear in training. Dev
+is made of ``--dev-speakers`` if given, else of the takes ending in 9 (10 %) of the
+training speakers, which train never uses. A speaker named both dev and test is held out
+whole, its even takes building dev strings and its odd takes test strings: model
 selection on an unseen speaker, tested on recordings it never saw.
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,16 +67,36 @@ def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
                             res_type="soxr_hq")
 
 
+@dataclass(frozen=True)
+class Strings:
+    """How connected strings are made: ``words`` recordings each (inclusive range), pauses
+    between them, and the quiet before the first and after the last: ``edge`` seconds, or
+    none at all for a ``bare`` share of the edges (speech from the first sample)."""
+
+    words: tuple[int, int] = (2, 7)
+    edge: tuple[float, float] = (0.1, 0.3)
+    bare: float = 0.0
+
+
+# training strings: one-word items and edges from none to 0.3 s, so that the model hears
+# speech that starts at the first sample and single digits (dev and test keep (2, 7))
+TRAINING = Strings(words=(1, 7), edge=(0.0, 0.3), bare=0.3)
+
+
 def connected(pool: list[Utterance], count: int, rng: np.random.Generator, folder: Path,
-              prefix: str, workers: int, progress, perturb: float = 0.0) -> list[Utterance]:
-    """``count`` strings of 2-7 recordings from ``pool`` joined by random pauses; with
-    ``perturb`` > 0 each recording is sped up or slowed down by up to that fraction and its
-    gain changed by up to 6 dB."""
+              prefix: str, workers: int, progress, perturb: float = 0.0,
+              strings: Strings = Strings()) -> list[Utterance]:
+    """``count`` strings of recordings from ``pool`` joined by random pauses (``strings``);
+    with ``perturb`` > 0 each recording is sped up or slowed down by up to that fraction
+    and its gain changed by up to 6 dB."""
     plans = []
+    low, high = strings.words
     for i in range(count):
-        picks = rng.choice(len(pool), size=int(rng.integers(2, 8)), replace=True)
+        picks = rng.choice(len(pool), size=int(rng.integers(low, high + 1)), replace=True)
         gaps = rng.uniform(0.05, 0.35, size=len(picks) + 1)
-        gaps[0], gaps[-1] = rng.uniform(0.1, 0.3, size=2)
+        gaps[0], gaps[-1] = rng.uniform(*strings.edge, size=2)
+        if strings.bare:
+            gaps[[0, -1]] *= rng.uniform(size=2) >= strings.bare
         speeds = 1 + rng.uniform(-perturb, perturb, size=len(picks))
         gains = 10 ** (rng.uniform(-6, 6, size=len(picks)) / 20) if perturb else \
             np.ones(len(picks))
@@ -171,8 +194,12 @@ def import_fsdd(source: Path, options: ImportOptions, per_speaker: int = 300,
         if split == "dev" and not options.dev_speakers:
             count = max(1, per_speaker // 10)
         folder = Path(options.out) / "audio" / split
+        train = split == "train"
         rows = connected(pool, count, rng, folder, f"{speaker}", options.workers,
-                         options.progress, perturb if split == "train" else 0.0)
+                         options.progress, perturb if train else 0.0,
+                         TRAINING if train else Strings())
         manifests.setdefault(split, []).extend(replace(r, id=f"{split}-{r.id}") for r in rows)
+        if split == "test":  # the same recordings one by one, as they are
+            manifests.setdefault("isolated-test", []).extend(pool)
     result = ImportResult(Path(options.out), manifests, rejected)
     return write_result(result, options)
