@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import print_table, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo")
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "yweweler")
 
 
 def config(args, speaker: str):

@@ -169,7 +169,7 @@ def test_fsdd_loso_holds_each_speaker_out_in_its_own_folders(tmp_path):
 
     args = argparse.Namespace(config=ROOT / "pipelines" / "configs" / "fsdd-digits.yaml",
                               budget_min=2.0, no_track=True)
-    first, second = fsdd_loso.config(args, "lucas"), fsdd_loso.config(args, "theo")
+    first, second = fsdd_loso.config(args, "lucas"), fsdd_loso.config(args, "yweweler")
     assert first.data.test_speakers == first.data.dev_speakers == ("lucas",)
     assert first.train.time_budget_min == 2.0 and not first.tracking.enabled
     assert first.workdir != second.workdir and first.data.out != second.data.out
@@ -189,3 +189,9 @@ def replace_out(cfg, out):
     import dataclasses
 
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, out=str(out)))
+
+
+def test_fsdd_loso_knows_every_fsdd_speaker(corpora):
+    from speechrnn.corpora.fsdd import scan
+
+    assert set(fsdd_loso.SPEAKERS) == {r.speaker for r in scan(corpora / "fsdd", [])}
