@@ -13,15 +13,7 @@ from pathlib import Path
 
 from ..errors import NotFoundError
 from ..manifest import Utterance, read_text, text_lines, undecodable
-from .importer import (
-    ImportOptions,
-    ImportResult,
-    Rejected,
-    Rejection,
-    corpus_file,
-    finish,
-    inside,
-)
+from .importer import ImportOptions, ImportResult, Rejected, Rejection, corpus_file, finish, inside
 
 
 def read_subset(subset: Path, rejected: list[Rejected], root: Path | None = None
