@@ -206,9 +206,12 @@ def _with_quiet_edges(audio: np.ndarray, quiet: int) -> tuple[np.ndarray, int]:
 def _unpad(hyp: Hypothesis, pad: float, duration: float) -> Hypothesis:
     """Word times of audio that had ``pad`` seconds of quiet added at its start, back on
     the audio's own clock (within 0 .. ``duration``)."""
-    return replace(hyp.shifted(-pad), words=tuple(
-        replace(w, start=min(max(w.start, 0.0), duration), end=min(max(w.end, 0.0), duration))
-        for w in hyp.shifted(-pad).words))
+    def clock(t: float) -> float:
+        return min(max(t, 0.0), duration)
+
+    shifted = hyp.shifted(-pad)
+    return replace(shifted, words=tuple(replace(w, start=clock(w.start), end=clock(w.end))
+                                        for w in shifted.words))
 
 
 def _keep_speech(hyp: Hypothesis, regions: list[tuple[float, float]]) -> Hypothesis:
