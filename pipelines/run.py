@@ -70,6 +70,10 @@ def run(cfg, stages: list[str], args) -> int:
         print(f"{'built' if result else 'already there'} ({time.time() - t0:.0f} s)")
         for split in ("train", "dev", "test"):
             print(format_stats(split, manifest_stats(read_manifest(data.manifest(split)))))
+        for path, weight in data.training_sets()[1:]:
+            stats = manifest_stats(read_manifest(path))
+            print(f"also trained on {path} (weight {weight:g}): {stats['utterances']} "
+                  f"utterances, {stats['hours']:.2f} h, {stats['speakers']} speakers")
 
     model_dir = cfg.model_dir
     if "train" in stages:

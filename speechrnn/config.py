@@ -195,6 +195,30 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class CorpusConfig:
+    """A further corpus, imported beside the main one (under ``<data.out>/corpora/<name>``)
+    and added to training."""
+
+    kind: str  # an importer: speechocean762, ljspeech, librispeech, generic, ...
+    source: str  # a path, or a folder name under --corpora / SPEECHRNN_CORPORA
+    splits: tuple[str, ...] = ("train",)  # which of its manifests are trained on
+    # sampling weight: each of its utterances is drawn this many times an epoch on average
+    # (2.0: twice; 0.5: a different half every epoch)
+    weight: float = 1.0
+    name: str = ""  # its folder; "" -> the source's folder name
+
+    def __post_init__(self):
+        if not 0.0 < self.weight <= 10.0:
+            raise ConfigError(f"data.corpora weight must be in (0, 10], not {self.weight}")
+        if not self.splits:
+            raise ConfigError(f"data.corpora {self.source}: splits must name a manifest")
+
+    @property
+    def folder_name(self) -> str:
+        return self.name or Path(self.source).name
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where manifests come from: a corpus import, or the synthetic corpus (``kind: synth``).
 
@@ -212,6 +236,8 @@ class DataConfig:
     seed: int = 0
     train: str = "train"  # manifest names used for training, model selection and testing
     extra_train: tuple[str, ...] = ()  # more training manifests (paths)
+    corpora: tuple[CorpusConfig, ...] = ()  # more corpora to import and train on
+    train_weight: float = 1.0  # sampling weight of the train manifest (see CorpusConfig)
     synth_extra: int = 0  # add this many synthetic utterances (espeak-ng/flite) to training
     synth_extra_digit_share: float = 1.0  # ... of which this fraction are digit strings
     synth_digit_share: float = 0.4  # kind synth: fraction of its utterances that are digits
@@ -232,6 +258,11 @@ class DataConfig:
     def __post_init__(self):
         if not self.shard_minutes > 0:
             raise ConfigError(f"data.shard_minutes must be > 0, not {self.shard_minutes}")
+        if not 0.0 < self.train_weight <= 10.0:
+            raise ConfigError(f"data.train_weight must be in (0, 10], not {self.train_weight}")
+        names = [c.folder_name for c in self.corpora]
+        if len(set(names)) < len(names):
+            raise ConfigError("data.corpora: two corpora share a folder name; give each a name")
 
     def shard_dir(self) -> Path:
         """The feature shards' folder (``shards``, or ``<out>/shards``): a shard set per
@@ -248,10 +279,22 @@ class DataConfig:
         """Where the ``synth_extra`` synthetic training utterances are written."""
         return Path(self.out) / "synth-extra" / "train.jsonl"
 
+    def corpus_dir(self, corpus: CorpusConfig) -> Path:
+        """Where a further corpus of ``corpora`` is imported."""
+        return Path(self.out) / "corpora" / corpus.folder_name
+
+    def training_sets(self) -> list[tuple[Path, float]]:
+        """Every manifest training reads, with its sampling weight: the train split,
+        ``extra_train``, the further corpora's ``splits``, synthetic extras."""
+        sets = [(self.manifest("train"), self.train_weight),
+                *((Path(p), 1.0) for p in self.extra_train)]
+        sets += [(manifest_path(self.corpus_dir(c), split, self.format), c.weight)
+                 for c in self.corpora for split in c.splits]
+        return sets + ([(self.synth_extra_manifest(), 1.0)] if self.synth_extra else [])
+
     def training_manifests(self) -> list[Path]:
-        """Every manifest training reads: the train split, extras, synthetic extras."""
-        paths = [self.manifest("train"), *map(Path, self.extra_train)]
-        return paths + ([self.synth_extra_manifest()] if self.synth_extra else [])
+        """Every manifest training reads (:meth:`training_sets` without the weights)."""
+        return [path for path, _ in self.training_sets()]
 
 
 @dataclass(frozen=True)

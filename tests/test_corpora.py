@@ -233,6 +233,75 @@ def test_librispeech_layout(tmp_path):
     assert result.manifests["test-clean"][0].speaker == "61"
 
 
+def test_ljspeech_published_layout_and_shared_manifest(tmp_path):
+    root = tmp_path / "LJSpeech-1.1"
+    write(root / "wavs" / "LJ001-0001.wav", tone(1.5, 22050), 22050)
+    write(root / "wavs" / "LJ001-0002.wav", tone(1.0, 22050), 22050)
+    (root / "metadata.csv").write_text(
+        "LJ001-0001|Printing, in 1480.|Printing, in fourteen eighty.\n"
+        "LJ001-0002|in being modern.|\n"
+        "LJ001-0003|no audio for this one|\n"
+        "just one field\n")
+    result = import_corpus("ljspeech", root, opts(tmp_path / "out"))
+    assert list(result.manifests) == ["train"]
+    assert [(r.id, r.text, r.speaker) for r in result.manifests["train"]] == [
+        ("LJ001-0001", "printing in fourteen eighty", "LJ"),
+        ("LJ001-0002", "in being modern", "LJ")]
+    reasons = {r.id: r.reason for r in result.rejected}
+    assert "missing audio" in reasons["LJ001-0003"]
+    assert "expected id|text|normalised text" in reasons["just one field"]
+
+    shared = tmp_path / "ljspeech-part1"  # the shared corpora's layout: Ogg Opus + table
+    for i in range(10):
+        write(shared / "audio" / f"LJ002-{i:04d}.ogg", tone(1.0), format="OGG",
+              subtype="OPUS")
+    (shared / "manifest.tsv").write_text("utt_id\tpath\tspeaker\tduration_s\ttext\n" + "".join(
+        f"LJ002-{i:04d}\taudio/LJ002-{i:04d}.ogg\tLJ\t1.0\tWord number {i}.\n"
+        for i in range(10)))
+    result = import_corpus("ljspeech", shared, opts(tmp_path / "o2", dev_fraction=0.2))
+    assert {k: len(v) for k, v in result.manifests.items()} == {"train": 8, "dev": 2}
+    assert result.manifests["train"][0].duration == pytest.approx(1.0, abs=0.03)
+    with pytest.raises(FileNotFoundError, match="not an LJSpeech folder"):
+        import_corpus("ljspeech", tmp_path / "out", opts(tmp_path / "o3"))
+
+
+def test_further_corpora_are_imported_whole_and_trained_on_with_weights(tmp_path):
+    from speechrnn.config import ConfigError, CorpusConfig, DataConfig
+    from speechrnn.corpora import prepare_data
+
+    table = "utt_id\tpath\tsplit\tspeaker\ttext\n"
+    main, kids = tmp_path / "adults", tmp_path / "kids"
+    for root, fmt, ext in ((main, "FLAC", "flac"), (kids, "OGG", "ogg")):
+        rows = []
+        for s in range(4):
+            for i in range(3):
+                name = f"audio/S{s}/{s}{i}.{ext}"
+                write(root / name, tone(1.0), format=fmt,
+                      **({"subtype": "OPUS"} if fmt == "OGG" else {}))
+                rows.append(f"{s}{i}\t{name}\t{'test' if s == 3 else 'train'}\tS{s}\tgo on\n")
+        (root / "manifest.tsv").write_text(table + "".join(rows))
+    cfg = DataConfig(kind="speechocean762", source=str(main), out=str(tmp_path / "data"),
+                     dev_fraction=0.4, corpora=(CorpusConfig("speechocean762", str(kids),
+                                                             ("train", "test"), 0.5),))
+    prepare_data(cfg, progress=False)
+    kids_dir = tmp_path / "data" / "corpora" / "kids"
+    assert len(read_manifest(kids_dir / "train.jsonl")) == 9  # no dev carved out of it
+    assert len(read_manifest(kids_dir / "test.jsonl")) == 3
+    assert [(p.name, w) for p, w in cfg.training_sets()] == [
+        ("train.jsonl", 1.0), ("train.jsonl", 0.5), ("test.jsonl", 0.5)]
+    stamp = (kids_dir / "prepared.json").stat().st_mtime_ns
+    prepare_data(cfg, progress=False)
+    assert (kids_dir / "prepared.json").stat().st_mtime_ns == stamp  # not imported again
+    with pytest.raises(SpeechRNNError, match="no dev manifest"):
+        prepare_data(replace(cfg, corpora=(CorpusConfig("speechocean762", str(kids),
+                                                        ("dev",), name="k2"),)),
+                     progress=False)
+    with pytest.raises(ConfigError, match="share a folder name"):
+        DataConfig(corpora=(CorpusConfig("ljspeech", "a/x"), CorpusConfig("ljspeech", "b/x")))
+    with pytest.raises(ConfigError, match="weight"):
+        CorpusConfig("ljspeech", "x", weight=0)
+
+
 def test_commonvoice_layout_with_mp3(tmp_path):
     root = tmp_path / "cv" / "en"
     header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccent"

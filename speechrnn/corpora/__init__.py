@@ -8,12 +8,14 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..config import DataConfig
+from ..config import CorpusConfig, DataConfig
 from ..errors import InputError, NotFoundError
+from ..manifest import manifest_path
 from .fsdd import import_fsdd
 from .importer import ImportOptions, ImportResult, Rejected, split_by_speaker, validate
 from .kaldi import import_kaldi
 from .librispeech import import_librispeech
+from .ljspeech import import_ljspeech
 from .synth import SynthError, make_joined_digits, make_synth_corpus
 from .tables import import_commonvoice, import_generic, import_speechocean762
 
@@ -22,6 +24,7 @@ IMPORTERS: dict[str, Callable[[Path, ImportOptions], ImportResult]] = {
     "speechocean762": import_speechocean762,
     "kaldi": import_kaldi,
     "librispeech": import_librispeech,
+    "ljspeech": import_ljspeech,
     "commonvoice": import_commonvoice,
     "generic": import_generic,
 }
@@ -58,6 +61,28 @@ def _up_to_date(stamp: Path, settings: dict) -> bool:
         return False
 
 
+def prepare_corpus(cfg: DataConfig, corpus: CorpusConfig, options: ImportOptions,
+                   corpora: str | Path | None = None, force: bool = False) -> None:
+    """Import a further corpus of ``data.corpora`` (whole: no dev or test carved out of
+    it) into ``cfg.corpus_dir(corpus)``, unless it is there with the same settings."""
+    out = cfg.corpus_dir(corpus)
+    settings = {"kind": corpus.kind, "source": corpus.source, "seed": cfg.seed,
+                "format": cfg.format, "ctc_frames_per_second": options.ctc_frames_per_second}
+    wanted = [manifest_path(out, split, cfg.format) for split in corpus.splits]
+    if not force and all(p.exists() for p in wanted) and \
+            _up_to_date(out / "prepared.json", settings):
+        return
+    result = import_corpus(corpus.kind, resolve_source(corpus.source, corpora),
+                           replace(options, out=out, test_speakers=(), dev_speakers=(),
+                                   dev_fraction=None, test_fraction=None))
+    missing = [s for s in corpus.splits if s not in result.manifests]
+    if missing:
+        raise InputError(f"data.corpora {corpus.source}: the import has no "
+                         f"{', '.join(missing)} manifest (it has "
+                         f"{', '.join(result.manifests) or 'none'}; see {out / 'rejected.tsv'})")
+    (out / "prepared.json").write_text(json.dumps(settings))
+
+
 def prepare_data(cfg: DataConfig, corpora: str | Path | None = None, force: bool = False,
                  progress: bool | None = None,
                  ctc_frames_per_second: float = ImportOptions.ctc_frames_per_second,
@@ -70,7 +95,8 @@ def prepare_data(cfg: DataConfig, corpora: str | Path | None = None, force: bool
     """
     out = Path(cfg.out)
     settings = {k: v for k, v in asdict(cfg).items()
-                if k not in ("out", "cache", "extra_train") and not k.startswith("synth_extra")}
+                if k not in ("out", "cache", "extra_train", "corpora", "train_weight")
+                and not k.startswith("synth_extra")}
     settings["ctc_frames_per_second"] = ctc_frames_per_second
     extra = {"synth_extra": cfg.synth_extra, "digit_share": cfg.synth_extra_digit_share,
              "seed": cfg.seed}
@@ -92,6 +118,8 @@ def prepare_data(cfg: DataConfig, corpora: str | Path | None = None, force: bool
         else:
             make_synth_corpus(extra_options, cfg.synth_extra, 0, 0, cfg.synth_extra_digit_share)
         extra_stamp.write_text(json.dumps(extra))
+    for corpus in cfg.corpora:
+        prepare_corpus(cfg, corpus, options, corpora, force)
     wanted = [cfg.manifest(split) for split in ("train", "dev", "test")]
     if not force and all(p.exists() for p in wanted) and \
             _up_to_date(out / "prepared.json", settings):
