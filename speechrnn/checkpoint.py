@@ -291,6 +291,10 @@ def config_digest(cfg: Config) -> str:
                                  "train.patience", "train.workdir", "train.intra",
                                  "train.inter", "train.distribute", "batch.workers",
                                  "data.cache", "model.lstm_impl"))}
+    if not keep.get("data.corpora") and keep.get("data.train_weight") == 1.0:
+        # a config without further corpora or weights: the digest it had before they were
+        # settings, so that runs started then still resume
+        del keep["data.corpora"], keep["data.train_weight"]
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     for path in (*cfg.data.training_manifests(), cfg.data.manifest("dev")):
         h.update(path.read_bytes())

@@ -17,15 +17,26 @@ features, labels, lengths and augmentation; only the order in which they come di
   ``batch.shuffle_buffer`` items seeded from (seed, epoch). Memory holds the buffer and the
   lengths, never the corpus.
 
+Sampling weights (``weights`` of either source, one per item; None: every item 1.0): an
+item of weight w is drawn w times an epoch on average (:func:`epoch_counts`): floor(w)
+copies, and one more for a random subset of the items of its weight, drawn anew each epoch
+from (seed, epoch). Both sources draw the same copies; in memory they
+are shuffled like the items, streamed each further copy comes from another read of its
+shard (a shard is read as many times as its most-drawn item; the copies an epoch did not
+draw are dropped as they are read). With every weight 1.0 an epoch is what it was without
+weights, batch for batch.
+
 Both share the per-item augmentation (:func:`augmentation`: seeded by (seed, epoch, item
-index), so an item gets the same warp from either source) and the bucketing and padding
-(:func:`_batches`). The batches of a training epoch depend only on (seed, epoch), so
-``ds.skip(step)`` resumes an epoch exactly.
+index, copy), so an item gets the same warp from either source and two copies of it in one
+epoch different ones) and the bucketing and padding (:func:`_batches`). The batches of a
+training epoch depend only on (seed, epoch) (and the weights), so ``ds.skip(step)``
+resumes an epoch exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +67,8 @@ class Examples:
     scales: list[np.ndarray] | None = None
     feature_config: FeatureConfig | None = None
     subsampling: int = 1  # the model's time stride: what CTC's frame count is divided by
+    # each item's sampling weight in training (see epoch_counts); None: every item 1.0
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -67,10 +80,10 @@ class Examples:
 
 def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: Alphabet,
                   subsampling: int = 1, workers: int = 2, progress: bool | None = None,
-                  desc: str = "features") -> Examples:
+                  desc: str = "features", weights=None) -> Examples:
     """Extract (or read cached) features for ``rows``; report and skip the unusable ones:
     unreadable or silent audio, text outside the alphabet, transcripts longer than CTC
-    allows."""
+    allows. ``weights``: each row's sampling weight in training (None: all 1.0)."""
 
     mfcc_utterance = isinstance(extractor, FeatureExtractor) and \
         extractor.config.cmvn == "utterance"
@@ -89,7 +102,9 @@ def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: 
                     labels=[results[i][1] for i in kept], skipped=skipped,
                     scales=[results[i][2] for i in kept] if mfcc_utterance else None,
                     feature_config=extractor.config if mfcc_utterance else None,
-                    subsampling=subsampling)
+                    subsampling=subsampling,
+                    weights=None if weights is None else
+                    np.asarray(weights, np.float64)[np.asarray(kept, np.int64)])
 
 
 def spec_augment(features: tf.Tensor, length: tf.Tensor, cfg: SpecAugmentConfig,
@@ -159,11 +174,18 @@ def tempo(features: tf.Tensor, min_frames: tf.Tensor, spread: float,
     return tf.gather(features, low) * (1.0 - w) + tf.gather(features, high) * w
 
 
-def bucket_boundaries(lengths: list[int], buckets: int) -> list[int]:
-    """Upper frame-length edges that split ``lengths`` into about equal-count buckets."""
+def bucket_boundaries(lengths: list[int], buckets: int, weights=None) -> list[int]:
+    """Upper frame-length edges that split ``lengths`` into about equal-count buckets;
+    with ``weights`` (sampling weights, see :func:`epoch_counts`) equal in the items an
+    epoch draws."""
     if buckets <= 1 or len(lengths) < 2 * buckets:
         return []
-    edges = np.quantile(lengths, np.linspace(0, 1, buckets + 1)[1:-1])
+    q = np.linspace(0, 1, buckets + 1)[1:-1]
+    if weights is None:
+        edges = np.quantile(lengths, q)
+    else:
+        edges = np.quantile(lengths, q, weights=np.asarray(weights, np.float64),
+                            method="inverted_cdf")
     return sorted({int(e) + 1 for e in edges})
 
 
@@ -190,21 +212,72 @@ def _tensors(examples: Examples) -> dict[str, tf.Tensor]:
     return cached
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of epoch ``epoch``: a permutation fixed by (seed, epoch), so that a
-    resumed run sees the very batches the interrupted one would have."""
-    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+def uniform(weights) -> bool:
+    """No weights, or every weight 1.0: epochs as they are without weights."""
+    return weights is None or bool(np.all(np.asarray(weights) == 1.0))
+
+
+def epoch_counts(weights, seed: int, epoch: int) -> np.ndarray:
+    """How many times each item is drawn in epoch ``epoch`` (int64, one per item), from the
+    items' sampling ``weights``: floor(w) times, once more for a random subset of the items
+    of the same weight (of m items of weight w with fractional part f, floor(f * m + u) of
+    them, u uniform in [0, 1): each item is drawn w times on average, and the m items
+    f * m times, give or take less than one). Fixed by (seed, epoch)."""
+    w = np.round(np.asarray(weights, np.float64), 9)
+    if np.any(w < 0):
+        raise InputError("sampling weights must not be negative")
+    counts = np.floor(w).astype(np.int64)
+    rng = np.random.default_rng([seed, epoch, 3])
+    for weight in np.unique(w[w != counts]):  # sorted: the same draws on every run
+        members = np.flatnonzero(w == weight)
+        f = weight - np.floor(weight)
+        k = min(len(members), int(np.floor(f * len(members) + rng.random())))
+        counts[rng.choice(members, k, replace=False)] += 1
+    return counts
+
+
+def copies_of(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(items, copies)``: item ``i`` ``counts[i]`` times, numbered 0, 1, ... (in item
+    order)."""
+    counts = np.asarray(counts, np.int64)
+    items = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    return items, (np.arange(len(items)) - first).astype(np.int32)
+
+
+def epoch_items(n: int, seed: int, epoch: int, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(items, copies)`` of training epoch ``epoch`` in order: the items drawn (see
+    :func:`epoch_counts`), each with its copy number (0 for the first copy of an item),
+    shuffled. Fixed by (seed, epoch), so that a resumed run sees the very batches the
+    interrupted one would have. Without weights (or all 1.0), a permutation of the ``n``
+    items, copies 0."""
+    rng = np.random.default_rng([seed, epoch])
+    if uniform(weights):
+        return rng.permutation(n).astype(np.int32), np.zeros(n, np.int32)
+    if len(weights) != n:
+        raise InputError(f"{len(weights)} sampling weights for {n} items")
+    items, copies = copies_of(epoch_counts(weights, seed, epoch))
+    order = rng.permutation(len(items))
+    return items[order], copies[order]
+
+
+def epoch_order(n: int, seed: int, epoch: int, weights=None) -> np.ndarray:
+    """The items of training epoch ``epoch`` in order (:func:`epoch_items` without the
+    copy numbers): without weights a permutation fixed by (seed, epoch)."""
+    return epoch_items(n, seed, epoch, weights)[0]
 
 
 BATCH_KEYS = ("features", "labels", "feature_lengths", "label_lengths", "index")
 SHARDS_AT_ONCE = 16  # shard files a training epoch reads from at a time (interleaved)
+COPY_SALT = 1 << 20  # folded into the augmentation seed with a copy's number
 
 
 def augmentation(config: BatchConfig, seed: int, epoch: int,
                  feature_config: FeatureConfig | None, scale_of, min_frames_of):
     """The training augmentation of epoch (``seed``, ``epoch``) as a function on one item
-    (a dict of its features, lengths and ``index``), or None when ``config`` asks for none:
-    VTLP, tempo, then SpecAugment, each seeded by (seed, epoch, the item's index).
+    (a dict of its features, lengths, ``index`` and ``copy``), or None when ``config`` asks
+    for none: VTLP, tempo, then SpecAugment, each seeded by (seed, epoch, the item's index),
+    with the copy number folded in for the second and later copies of an item.
 
     ``scale_of(item)``: the item's std before CMVN (None when the features have none: VTLP
     is then an error); ``min_frames_of(item)``: the frames its transcript needs (tempo).
@@ -221,6 +294,9 @@ def augmentation(config: BatchConfig, seed: int, epoch: int,
 
     def augment(e):
         item_seed = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int32), e["index"]])
+        if "copy" in e:  # a further copy of an item (sampling weight > 1): other draws
+            item_seed = tf.where(e["copy"] > 0, tf.random.experimental.stateless_fold_in(
+                item_seed, COPY_SALT + e["copy"]), item_seed)
         feats = e["features"]
         if bank is not None:
             feats = vtlp(feats, scale_of(e), bank,
@@ -237,11 +313,13 @@ def augmentation(config: BatchConfig, seed: int, epoch: int,
 
 
 def _batches(ds: tf.data.Dataset, lengths, config: BatchConfig, n_features: int,
-             key: str = "feature_lengths") -> tf.data.Dataset:
+             key: str = "feature_lengths", weights=None) -> tf.data.Dataset:
     """Items -> padded batches of ``config.batch_size`` items of similar length (buckets:
-    quantiles of ``lengths``, the items' frame counts), prefetched. ``key``: the item field
-    bucketing reads; any field besides :data:`BATCH_KEYS` is dropped after batching."""
-    boundaries = bucket_boundaries(list(lengths), config.buckets)
+    quantiles of ``lengths``, the items' frame counts, under their sampling ``weights``),
+    prefetched. ``key``: the item field bucketing reads; any field besides
+    :data:`BATCH_KEYS` is dropped after batching."""
+    boundaries = bucket_boundaries(list(lengths), config.buckets,
+                                   None if uniform(weights) else weights)
     shapes = {"features": [None, n_features], "labels": [None], "feature_lengths": [],
               "label_lengths": [], "index": []}
     padding = {"features": 0.0, "labels": 0, "feature_lengths": 0, "label_lengths": 0,
@@ -266,7 +344,8 @@ def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchCon
 
     ``examples``: features in memory (:class:`Examples`) or a shard set to stream
     (:class:`~speechrnn.shards.ShardIndex`). The batches of a training epoch depend only on
-    (``seed``, ``epoch``).
+    (``seed``, ``epoch``); its items are drawn by their sampling weights (``weights`` of
+    either, see :func:`epoch_counts`).
     """
     if isinstance(examples, ShardIndex):
         return _stream(examples, config, training, seed, epoch)
@@ -275,15 +354,18 @@ def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchCon
     t = _tensors(examples)
     n_feat = examples.features[0].shape[1]
 
-    def element(i):
+    def element(i, copy):
         f0, l0 = t["feature_starts"][i], t["label_starts"][i]
         n, m = t["feature_lengths"][i], t["label_lengths"][i]
         return {"features": t["features"][f0:f0 + n], "labels": t["labels"][l0:l0 + m],
-                "feature_lengths": n, "label_lengths": m, "index": i}
+                "feature_lengths": n, "label_lengths": m, "index": i, "copy": copy}
 
-    order = epoch_order(len(examples), seed, epoch) if training else \
-        np.arange(len(examples), dtype=np.int32)
-    ds = tf.data.Dataset.from_tensor_slices(order).map(element)
+    if training:
+        order, copies = epoch_items(len(examples), seed, epoch, examples.weights)
+    else:
+        order = np.arange(len(examples), dtype=np.int32)
+        copies = np.zeros_like(order)
+    ds = tf.data.Dataset.from_tensor_slices((order, copies)).map(element)
     if training:
         augment = augmentation(
             config, seed, epoch, examples.feature_config,
@@ -291,23 +373,35 @@ def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchCon
             lambda e: t["min_frames"][e["index"]])
         if augment is not None:
             ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return _batches(ds, [len(f) for f in examples.features], config, n_feat)
+    ds = ds.map(lambda e: {k: e[k] for k in BATCH_KEYS})
+    return _batches(ds, [len(f) for f in examples.features], config, n_feat,
+                    weights=examples.weights)
 
 
 # --------------------------------------------------------------------------- shards
 
 
-def _records(index: ShardIndex, order: np.ndarray, cycle: int) -> tf.data.Dataset:
-    """``(item index, serialised record)`` of the shards in ``order``, ``cycle`` files read
-    at a time, round robin (in order: the same sequence on every run)."""
+def _records(index: ShardIndex, order: np.ndarray, cycle: int, passes=None,
+             drawn=None) -> tf.data.Dataset:
+    """``(item index, copy, serialised record)`` of the shards in ``order``, ``cycle`` files
+    read at a time, round robin (in order: the same sequence on every run). ``passes``: the
+    copy number each read of a shard in ``order`` gives its items (None: 0); ``drawn``: how
+    many copies of each item the epoch draws (None: one of each): a read with copy number c
+    keeps the items drawn more than c times."""
     files = np.array([str(p) for p in index.files])
     counts = np.asarray(index.counts, np.int64)
     offsets = np.cumsum(counts) - counts  # the first item of each shard
+    order = np.asarray(order, np.int64)
+    passes = np.zeros(len(order), np.int32) if passes is None else np.asarray(passes, np.int32)
+    keep = None if drawn is None else tf.constant(np.asarray(drawn, np.int32))
 
-    def numbered(path, offset):
-        return tf.data.TFRecordDataset(path).enumerate().map(lambda i, r: (offset + i, r))
+    def numbered(path, offset, copy):
+        ds = tf.data.TFRecordDataset(path).enumerate().map(lambda i, r: (offset + i, copy, r))
+        if keep is not None:
+            ds = ds.filter(lambda i, c, r: keep[i] > c)
+        return ds
 
-    ds = tf.data.Dataset.from_tensor_slices((files[order], offsets[order]))
+    ds = tf.data.Dataset.from_tensor_slices((files[order], offsets[order], passes))
     if cycle <= 1:
         return ds.flat_map(numbered)
     return ds.interleave(numbered, cycle_length=cycle, block_length=1,
@@ -323,7 +417,7 @@ def _record_parser(index: ShardIndex):
     if scales:
         spec["scale"] = tf.io.FixedLenFeature([], tf.string)
 
-    def parse(number, record):
+    def parse(number, copy, record):
         x = tf.io.parse_single_example(record, spec)
         feats = tf.reshape(tf.io.decode_raw(x["features"], tf.float32), [-1, n_features])
         labels = tf.cast(tf.sparse.to_dense(x["labels"]), tf.int32)
@@ -331,7 +425,7 @@ def _record_parser(index: ShardIndex):
         n = tf.shape(feats)[0]
         e = {"features": feats, "labels": labels, "feature_lengths": n,
              "label_lengths": tf.shape(labels)[0], "index": tf.cast(number, tf.int32),
-             "frames": n, "min_frames": (tf.size(labels) + repeats) * stride}
+             "copy": copy, "frames": n, "min_frames": (tf.size(labels) + repeats) * stride}
         if scales:
             e["scale"] = tf.reshape(tf.io.decode_raw(x["scale"], tf.float32), [n_features])
         return e
@@ -348,17 +442,31 @@ def _stream(index: ShardIndex, config: BatchConfig, training: bool, seed: int,
     """:func:`make_dataset` over a shard set. Training: the shard files in an order fixed by
     (seed, epoch), :data:`SHARDS_AT_ONCE` read interleaved, a shuffle buffer seeded from
     (seed, epoch) (with TensorFlow's global seed, which training sets to ``train.seed``).
-    Items are bucketed by their length as extracted (known from the index), so that
-    :func:`count_batches` is exact with tempo too. Otherwise: the items in order."""
+    With sampling weights (``index.weights``) a shard is read once for each copy of its
+    most-drawn item (:func:`epoch_counts`), those reads shuffled among the others, and each
+    read keeps the items drawn that often. Items are bucketed by their length as extracted
+    (known from the index), so that :func:`count_batches` is exact with tempo too.
+    Otherwise: the items in order."""
     if not len(index):
         raise InputError("no usable utterances to batch")
     n = len(index.files)
-    if training:
+    if training and uniform(index.weights):
         ds = _records(index, epoch_order(n, seed, epoch), min(n, SHARDS_AT_ONCE))
-        ds = ds.shuffle(max(1, config.shuffle_buffer), seed=_shuffle_seed(seed, epoch),
-                        reshuffle_each_iteration=False)
+    elif training:
+        drawn = epoch_counts(index.weights, seed, epoch)
+        counts = np.asarray(index.counts, np.int64)
+        starts = np.cumsum(counts) - counts
+        reads = np.array([drawn[s:s + c].max() if c else 0 for s, c in zip(starts, counts)],
+                         np.int64)  # reads of each shard: the copies of its most-drawn item
+        files, passes = copies_of(reads)
+        order = np.random.default_rng([seed, epoch]).permutation(len(files))
+        ds = _records(index, files[order], min(len(files), SHARDS_AT_ONCE), passes[order],
+                      drawn)
     else:
         ds = _records(index, np.arange(n), 1)
+    if training:
+        ds = ds.shuffle(max(1, config.shuffle_buffer), seed=_shuffle_seed(seed, epoch),
+                        reshuffle_each_iteration=False)
     ds = ds.map(_record_parser(index), num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         augment = augmentation(config, seed, epoch, index.feature_config,
@@ -367,23 +475,32 @@ def _stream(index: ShardIndex, config: BatchConfig, training: bool, seed: int,
         if augment is not None:
             ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(lambda e: {k: e[k] for k in (*BATCH_KEYS, "frames")})
-    return _batches(ds, index.frames, config, index.n_features, key="frames")
+    return _batches(ds, index.frames, config, index.n_features, key="frames",
+                    weights=index.weights)
 
 
 def count_batches(data: Examples | ShardIndex, config: BatchConfig) -> int:
     """Batches in a training epoch (the same in every epoch): over the length buckets, the
     sum of ceil(items / batch size). In memory with ``batch.tempo`` (which buckets items by
-    their length after tempo) the epoch is built and counted instead, as it always was."""
+    their length after tempo) the epoch is built and counted instead, as it always was.
+
+    With sampling weights (``data.weights``) an epoch's items are drawn, and the items of
+    a bucket are their expected number, the sum of their weights: exact when every weight
+    is a whole number, else the expectation (an epoch's count may differ by about a batch
+    per bucket). With ``batch.tempo`` in memory: the count of epoch 0."""
+    weights = None if uniform(data.weights) else np.asarray(data.weights, np.float64)
     if isinstance(data, Examples):
         if config.tempo:
             return sum(1 for _ in make_dataset(data, config, training=True))
         lengths = np.array([len(f) for f in data.features], np.int64)
     else:
         lengths = np.asarray(data.frames, np.int64)
-    boundaries = bucket_boundaries(lengths.tolist(), config.buckets)
+    boundaries = bucket_boundaries(lengths.tolist(), config.buckets, weights)
     per_bucket = np.bincount(np.searchsorted(boundaries, lengths, side="right"),
-                             minlength=len(boundaries) + 1)
-    return int(sum(-(-int(k) // config.batch_size) for k in per_bucket))
+                             weights=weights, minlength=len(boundaries) + 1)
+    if weights is None:
+        return int(sum(-(-int(k) // config.batch_size) for k in per_bucket))
+    return int(sum(math.ceil(k / config.batch_size - 1e-9) for k in per_bucket))
 
 
 def load_shards(index: ShardIndex) -> Examples:

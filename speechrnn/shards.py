@@ -267,7 +267,10 @@ class ShardIndex:
     """An opened shard set (its ``index.json``): what :func:`speechrnn.dataset.make_dataset`
     streams. ``len()`` is the number of usable items; item ``i`` (in manifest order, the
     ``index`` of a batch) is manifest row ``item_rows[i]``. ``rows`` (the manifest rows the set
-    was built from) gives ``rows`` of the items and the skipped ones' rows."""
+    was built from) gives ``rows`` of the items and the skipped ones' rows. ``weights``: each
+    item's sampling weight in training (:func:`speechrnn.dataset.epoch_counts`; None, as
+    opened: every item 1.0), set from the manifest rows' weights by :meth:`weigh`. Weights
+    are not part of the set (nor of its digest): changing them extracts nothing."""
 
     def __init__(self, folder: str | Path, meta: dict, rows: Sequence[Utterance] | None = None):
         self.folder = Path(folder)
@@ -288,6 +291,20 @@ class ShardIndex:
             flat("row"), flat("frames"), flat("labels")
         self._skipped = meta["skipped"]
         self._source = rows
+        self.weights: np.ndarray | None = None
+
+    def weigh(self, row_weights) -> ShardIndex:
+        """Give each item the sampling weight of its manifest row (``row_weights``: one per
+        row the set was built from; None: every item 1.0). Returns the index itself."""
+        if row_weights is None:
+            self.weights = None
+            return self
+        row_weights = np.asarray(row_weights, np.float64)
+        if len(row_weights) != self.manifest_rows:
+            raise InputError(f"{self.folder}: {len(row_weights)} row weights for a shard set "
+                             f"of {self.manifest_rows} manifest rows")
+        self.weights = row_weights[self.item_rows]
+        return self
 
     @classmethod
     def load(cls, folder: str | Path, rows: Sequence[Utterance] | None = None) -> ShardIndex:

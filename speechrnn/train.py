@@ -3,7 +3,9 @@
 :func:`train` is the recipe, in named parts:
 
 1. :func:`load_data`: features for the train and dev manifests (cached; bad items reported
-   and skipped);
+   and skipped), each training manifest's utterances with its sampling weight
+   (``data.train_weight``, ``data.corpora``'s ``weight``: drawn that many times an epoch
+   on average), the mix printed once;
 2. :func:`train_one_epoch`: Adam with a warm-up + cosine learning-rate schedule
    (:class:`Schedule`, annealed over the time budget when that ends training first) and
    global-norm gradient clipping (:class:`Steps`); a batch whose loss or gradients are not
@@ -59,7 +61,7 @@ from .features import CMVN, FeatureExtractor
 from .files import atomic_write_text, replace_dir
 from .manifest import read_manifest
 from .progress import progress_bar
-from .report import write_utterances, write_word_errors
+from .report import write_error_analysis, write_utterances, write_word_errors
 from .text import Alphabet
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class TrainingData:
     dev: Examples
     alphabet: Alphabet
     manifest_rows: dict[str, list] = field(default_factory=dict)  # as read: train, dev
+    mix: list[dict] = field(default_factory=list)  # the training manifests: training_mix
 
     @property
     def skipped(self) -> list:
@@ -115,6 +118,39 @@ def _extractor(cfg: Config, train_rows) -> FeatureExtractor:
     return FeatureExtractor(cfg.features, cache, cmvn=CMVN.load(stats))
 
 
+def training_mix(sets: list[tuple[Path, float, list]]) -> list[dict]:
+    """What an epoch is made of: per training manifest (``(path, weight, rows)``) its
+    utterances and hours (as listed: skipped rows included), weight, and share of an
+    epoch's audio (hours times weight, over all manifests)."""
+    mix = [{"manifest": str(path), "utterances": len(rows),
+            "hours": sum(max(float(r.duration), 0.0) for r in rows) / 3600, "weight": weight}
+           for path, weight, rows in sets]
+    total = sum(m["hours"] * m["weight"] for m in mix)
+    for m in mix:
+        m["share"] = m["hours"] * m["weight"] / total if total > 0 else 0.0
+    return mix
+
+
+def format_mix(mix: list[dict]) -> str:
+    """:func:`training_mix` as a table (one line per manifest, then the epoch's total)."""
+    width = max([len("manifest"), *(len(m["manifest"]) for m in mix)])
+    lines = [f"  {'manifest':<{width}}  utterances    hours  weight   share"]
+    lines += [f"  {m['manifest']:<{width}}  {m['utterances']:10d}  {m['hours']:7.3f}  "
+              f"{m['weight']:6.2f}  {100 * m['share']:5.1f} %" for m in mix]
+    items = sum(m["utterances"] * m["weight"] for m in mix)
+    hours = sum(m["hours"] * m["weight"] for m in mix)
+    lines.append(f"  {'an epoch':<{width}}  {items:10.0f}  {hours:7.3f}")
+    return "\n".join(lines)
+
+
+def mix_tsv(mix: list[dict]) -> str:
+    """:func:`training_mix` as tab-separated values (logged with the run)."""
+    keys = ("manifest", "utterances", "hours", "weight", "share")
+    return "\t".join(keys) + "\n" + "".join(
+        "\t".join(f"{m[k]:.6g}" if isinstance(m[k], float) else str(m[k]) for k in keys)
+        + "\n" for m in mix)
+
+
 def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
               wait_minutes: float = 120.0) -> TrainingData:
     """Features and labels of the training manifests and the dev manifest; unusable
@@ -124,18 +160,31 @@ def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
     sets under ``data.shard_dir()`` when missing or stale; the training set is then
     streamed from its shards and the dev set, small, is read from its shards into memory.
     ``build=False`` (a worker that is not the chief): wait for the chief's shards instead.
+
+    Each training item carries the sampling weight of its manifest
+    (:meth:`~speechrnn.config.DataConfig.training_sets`; ``weights`` of the training
+    Examples or ShardIndex, None when every weight is 1.0). The mix (:func:`training_mix`)
+    is printed once, by the chief.
     """
     alphabet = Alphabet()
-    train_rows = [row for path in cfg.data.training_manifests() for row in read_manifest(path)]
+    sets = [(path, weight, read_manifest(path)) for path, weight in cfg.data.training_sets()]
+    train_rows = [row for _, _, rows in sets for row in rows]
+    weights = np.concatenate([np.full(len(rows), weight, np.float64)
+                              for _, weight, rows in sets]) if sets else np.zeros(0)
+    if np.all(weights == 1.0):
+        weights = None  # every item once an epoch: the unweighted epochs, batch for batch
+    mix = training_mix(sets)
+    if build:
+        print("training mix (an epoch's audio):\n" + format_mix(mix), flush=True)
     dev_rows = read_manifest(cfg.data.manifest("dev"))
     rows = {"train": train_rows, "dev": dev_rows}
     if cfg.batch.source == "shards":
         from .dataset import load_shards
         from .shards import config_shards
 
-        sets = config_shards(cfg, rows, progress=progress, alphabet=alphabet, build=build)
+        shards = config_shards(cfg, rows, progress=progress, alphabet=alphabet, build=build)
         waited = time.monotonic()
-        while sets is None:  # the chief extracts them (on a shared file system)
+        while shards is None:  # the chief extracts them (on a shared file system)
             if time.monotonic() - waited > 60 * wait_minutes:
                 raise TrainError(f"no current feature shards in {cfg.data.shard_dir()} after "
                                  f"{wait_minutes:g} min: is the chief extracting them there? "
@@ -143,17 +192,19 @@ def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
             print(f"waiting for the chief's feature shards in {cfg.data.shard_dir()}",
                   flush=True)
             time.sleep(15)
-            sets = config_shards(cfg, rows, alphabet=alphabet, build=False)
+            shards = config_shards(cfg, rows, alphabet=alphabet, build=False)
         if cfg.features.cmvn == "global":  # what the model is exported with
-            sets["train"].cmvn.save(cfg.workdir / "cmvn.json")
-        data = TrainingData(sets["train"], load_shards(sets["dev"]), alphabet, rows)
+            shards["train"].cmvn.save(cfg.workdir / "cmvn.json")
+        data = TrainingData(shards["train"].weigh(weights), load_shards(shards["dev"]),
+                            alphabet, rows, mix)
     else:
         load = {"extractor": _extractor(cfg, train_rows), "alphabet": alphabet,
                 "subsampling": cfg.model.stride, "workers": cfg.batch.workers,
                 "progress": progress}
-        data = TrainingData(load_examples(train_rows, desc="train features", **load),
+        data = TrainingData(load_examples(train_rows, desc="train features", weights=weights,
+                                          **load),
                             load_examples(dev_rows, desc="dev features", **load), alphabet,
-                            rows)
+                            rows, mix)
     for row, why in data.skipped:
         print(f"skipped {row.audio}: {why}")
     if not len(data.train) or not len(data.dev):
@@ -474,7 +525,7 @@ def keep_if_best(job: Job, state: TrainState, rates, dev_loss: float, table) -> 
 
 def save_best(job: Job, state: TrainState, rates, table) -> None:
     """The model of this epoch in ``<workdir>/best``, with its dev transcripts and word
-    errors."""
+    errors; its dev error analysis logged (:func:`log_dev_errors`)."""
     from .model import save_model
 
     cfg, best = job.cfg, job.best_dir
@@ -488,6 +539,28 @@ def save_best(job: Job, state: TrainState, rates, table) -> None:
             shutil.copy(cfg.workdir / "cmvn.json", folder / "cmvn.json")
         write_utterances(folder / "dev_transcripts.csv", table)
         write_word_errors(folder / "dev_word_errors.csv", table)
+    if table:
+        log_dev_errors(job, table)
+
+
+def log_dev_errors(job: Job, table) -> None:
+    """The best epoch's dev error analysis (:func:`speechrnn.report.write_error_analysis`:
+    the audio of the 20 worst utterances as 16 kHz WAV files, their table and the word
+    errors by kind) in ``<workdir>/best_errors``, and in the MLflow run under ``errors/``;
+    both replace the previous best epoch's (the folder whole, the run's ``errors/`` deleted
+    first, see :meth:`~speechrnn.tracking.RunTracker.delete_artifacts`). Beside the best
+    model, not in it: the exported and logged model does not carry audio. A file that
+    cannot be read is listed with the reason; a folder that cannot be written is a
+    warning: training goes on."""
+    out = job.best_dir.with_name("best_errors")
+    try:
+        with replace_dir(out) as folder:
+            write_error_analysis(folder, table, job.data.dev.rows)
+    except (OSError, ValueError) as err:
+        log.warning("dev error analysis not written to %s: %s", out, err)
+        return
+    job.tracker.delete_artifacts("errors")
+    job.tracker.log_artifact(out, "errors")
 
 
 def stop_reason(cfg: Config, state: TrainState) -> str:
@@ -528,6 +601,8 @@ def start_tracking(job: Job, state: TrainState) -> None:
     tracker.log_dataset(f"{cfg.name}-dev", cfg.data.manifest("dev"), rows["dev"], "dev")
     tracker.log_text(dump_yaml(cfg), "config.yaml")
     tracker.log_text(data.alphabet.to_json() + "\n", "alphabet.json")
+    if data.mix:
+        tracker.log_text(mix_tsv(data.mix), "training_mix.tsv")
     tracker.set_tags({"workdir": str(cfg.workdir.resolve()), "config": cfg.name})
     if data.skipped:
         tracker.log_text("".join(f"{r.audio}\t{why}\n" for r, why in data.skipped),

@@ -193,3 +193,30 @@ def test_training_takes_the_lock_before_touching_the_work_directory(tmp_path):
     with TrainLock(workdir), pytest.raises(TrainError, match=f"pid {os.getpid()}"):
         train(cfg, fresh=True, progress=False)
     assert (workdir / "checkpoints" / "last").is_dir()
+
+
+def test_configs_without_corpus_weights_keep_the_digest_they_had(tmp_path, monkeypatch):
+    """data.corpora and data.train_weight at their defaults leave a config's digest what it
+    was before they were settings (a run started then still resumes); set, they count."""
+    from dataclasses import replace
+
+    from speechrnn import checkpoint
+    from speechrnn.config import Config, CorpusConfig, DataConfig
+
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.jsonl").write_text('{"audio": "a.wav", "text": "ab", '
+                                                 '"duration": 1.0}\n')
+    (tmp_path / "corpora" / "x").mkdir(parents=True)
+    (tmp_path / "corpora" / "x" / "train.jsonl").write_text("")
+    cfg = Config(data=DataConfig(out=str(tmp_path)))
+    digest = checkpoint.config_digest(cfg)
+    weighted = checkpoint.config_digest(replace(cfg, data=replace(cfg.data, train_weight=2.0)))
+    more = checkpoint.config_digest(replace(cfg, data=replace(
+        cfg.data, corpora=(CorpusConfig("generic", "x"),))))
+    heavier = checkpoint.config_digest(replace(cfg, data=replace(
+        cfg.data, corpora=(CorpusConfig("generic", "x", weight=3.0),))))
+    assert len({digest, weighted, more, heavier}) == 4
+    real = checkpoint.flatten
+    monkeypatch.setattr(checkpoint, "flatten", lambda c: {
+        k: v for k, v in real(c).items() if k not in ("data.corpora", "data.train_weight")})
+    assert checkpoint.config_digest(cfg) == digest  # as a config without those keys

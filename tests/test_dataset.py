@@ -187,3 +187,123 @@ def test_counted_batches_equal_the_epochs_batches(rows):
     # tempo moves items between buckets in memory: counted on the first epoch, as before
     cfg = BatchConfig(batch_size=3, buckets=3, tempo=0.4)
     assert count_batches(ex, cfg) == sum(1 for _ in make_dataset(ex, cfg, training=True))
+
+
+# --------------------------------------------------------------------------- sampling weights
+
+
+def indexes(ds) -> list[int]:
+    return [int(i) for b in ds for i in b["index"].numpy()]
+
+
+def test_unit_weights_give_the_unweighted_epochs(rows):
+    from speechrnn.dataset import epoch_items, epoch_order
+
+    for seed, epoch in ((0, 0), (1, 0), (0, 5), (7, 3)):
+        before = np.random.default_rng([seed, epoch]).permutation(23)  # the order until now
+        items, copies = epoch_items(23, seed, epoch, np.ones(23))
+        np.testing.assert_array_equal(items, before)
+        np.testing.assert_array_equal(epoch_order(23, seed, epoch), before)
+        assert not copies.any()
+    ex = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3)
+    cfg = BatchConfig(batch_size=4, buckets=3, tempo=0.2, spec_augment=SpecAugmentConfig(True))
+    weighted = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3,
+                             weights=np.ones(len(rows)))
+    assert weighted.weights.tolist() == [1.0] * len(rows) and ex.weights is None
+    for epoch in (0, 2):
+        a = list(make_dataset(ex, cfg, training=True, seed=3, epoch=epoch))
+        b = list(make_dataset(weighted, cfg, training=True, seed=3, epoch=epoch))
+        assert [x["index"].numpy().tolist() for x in a] == [x["index"].numpy().tolist()
+                                                            for x in b]
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x["features"].numpy(), y["features"].numpy())
+
+
+def test_weight_two_draws_every_item_twice_with_different_augmentation(rows):
+    from speechrnn.dataset import count_batches, epoch_counts
+
+    assert epoch_counts(np.full(9, 2.0), 0, 0).tolist() == [2] * 9
+    ex = load_examples(rows, FeatureExtractor(), Alphabet(), weights=np.full(len(rows), 2.0))
+    cfg = BatchConfig(batch_size=4, buckets=3, spec_augment=SpecAugmentConfig(True))
+    seen: dict[int, list] = {}
+    batches = 0
+    for b in make_dataset(ex, cfg, training=True, seed=1, epoch=0):
+        batches += 1
+        for j, i in enumerate(b["index"].numpy()):
+            seen.setdefault(int(i), []).append(b["features"][j, :int(b["feature_lengths"][j])])
+    assert sorted(seen) == list(range(len(ex))) and all(len(v) == 2 for v in seen.values())
+    differ = sum(not np.array_equal(a, b) for a, b in seen.values())
+    assert differ >= len(ex) - 2  # the second copy draws its own masks
+    assert batches == count_batches(ex, cfg)  # whole weights: the count is exact
+    # the copies are shuffled like the items: not every one next to its twin
+    order = indexes(make_dataset(ex, BatchConfig(batch_size=1, buckets=1), training=True))
+    assert sum(a == b for a, b in zip(order, order[1:])) < len(ex) // 2
+
+
+def test_weight_half_draws_a_different_half_every_epoch():
+    from speechrnn.dataset import epoch_counts, epoch_order
+
+    halves = [frozenset(epoch_order(22, 5, e, np.full(22, 0.5)).tolist()) for e in range(30)]
+    assert all(len(h) == 11 for h in halves)  # exactly half of an even number
+    assert halves[0] == frozenset(epoch_order(22, 5, 0, np.full(22, 0.5)).tolist())
+    assert len(set(halves)) == 30  # a different half each epoch ...
+    assert halves[0] != frozenset(epoch_order(22, 6, 0, np.full(22, 0.5)).tolist())
+    drawn = np.mean([epoch_counts(np.full(23, 0.5), 5, e) for e in range(400)], axis=0)
+    np.testing.assert_allclose(drawn, 0.5, atol=0.1)  # ... every item in half of them
+    odd = [int(epoch_counts(np.full(23, 0.5), 5, e).sum()) for e in range(400)]
+    assert set(odd) == {11, 12} and np.mean(odd) == pytest.approx(11.5, abs=0.1)
+
+
+def test_mixed_weights_give_their_proportions():
+    from speechrnn.dataset import epoch_counts, epoch_items
+
+    weights = np.array([1.0] * 10 + [0.5] * 40 + [2.0] * 5 + [1.5] * 10 + [0.25] * 8)
+    groups = {1.0: slice(0, 10), 0.5: slice(10, 50), 2.0: slice(50, 55), 1.5: slice(55, 65),
+              0.25: slice(65, 73)}
+    runs = []
+    for epoch in range(300):
+        counts = epoch_counts(weights, 2, epoch)
+        assert counts[groups[1.0]].tolist() == [1] * 10
+        assert counts[groups[2.0]].tolist() == [2] * 5
+        assert set(counts[groups[1.5]].tolist()) == {1, 2} and counts[groups[1.5]].sum() == 15
+        assert counts[groups[0.5]].sum() == 20 and set(counts[groups[0.5]]) == {0, 1}
+        assert counts[groups[0.25]].sum() == 2
+        items, copies = epoch_items(len(weights), 2, epoch, weights)
+        assert np.bincount(items, minlength=len(weights)).tolist() == counts.tolist()
+        for i in np.flatnonzero(counts):  # each drawn copy numbered once: 0, 1, ...
+            assert sorted(copies[items == i].tolist()) == list(range(counts[i]))
+        runs.append(counts)
+    np.testing.assert_allclose(np.mean(runs, axis=0), weights, atol=0.15)
+
+
+def test_counted_batches_match_weighted_epochs(rows):
+    from speechrnn.dataset import count_batches
+
+    weights = np.array([2.0, 1.0, 0.5] * 8)[:len(rows)]
+    ex = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3, weights=weights)
+    for cfg in (BatchConfig(batch_size=4, buckets=3), BatchConfig(batch_size=3, buckets=1),
+                BatchConfig(batch_size=2, buckets=2, spec_augment=SpecAugmentConfig(True))):
+        counted = count_batches(ex, cfg)
+        made = [sum(1 for _ in make_dataset(ex, cfg, training=True, seed=4, epoch=e))
+                for e in range(8)]
+        buckets = len(bucket_boundaries([len(f) for f in ex.features], cfg.buckets,
+                                        weights)) + 1
+        assert all(abs(m - counted) <= buckets for m in made), (counted, made)
+        assert abs(np.mean(made) - counted) <= 1.0, (counted, made)
+    whole = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3,
+                          weights=np.array([1.0, 3.0] * 12)[:len(rows)])
+    cfg = BatchConfig(batch_size=4, buckets=3)
+    for epoch in (0, 1):  # whole weights: exactly the epoch's batches
+        assert count_batches(whole, cfg) == sum(
+            1 for _ in make_dataset(whole, cfg, training=True, epoch=epoch))
+    # tempo: epoch 0 built and counted, as without weights
+    cfg = BatchConfig(batch_size=3, buckets=3, tempo=0.4)
+    assert count_batches(ex, cfg) == sum(1 for _ in make_dataset(ex, cfg, training=True))
+
+
+def test_bucket_edges_follow_the_weighted_lengths():
+    lengths = list(range(100, 200))
+    assert bucket_boundaries(lengths, 2) == [150]
+    # the short half drawn 3 times as often: the median of the drawn items moves down
+    weights = np.array([3.0] * 50 + [1.0] * 50)
+    assert bucket_boundaries(lengths, 2, weights) == [134]  # 34 short items: half the draws

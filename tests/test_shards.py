@@ -279,3 +279,39 @@ def test_a_worker_that_does_not_build_only_looks(rows, tmp_path):
     assert state(folder) == before
     assert build(rows[:-3], folder, build=False) is None  # stale for other rows: not rebuilt
     assert state(folder) == before
+
+
+def test_weighted_streamed_epochs_draw_the_memory_epochs_items(rows, tmp_path):
+    """Sampling weights follow the manifest rows (skipped rows included) to the items; a
+    streamed epoch draws the copies a memory epoch draws, each augmented alike, and whole
+    weights give the counted batches exactly."""
+    from speechrnn.dataset import epoch_counts
+
+    row_weights = np.array([2.0, 0.5, 1.0, 1.5] * 5)[:len(rows)]
+    index = build(rows, tmp_path / "sh").weigh(row_weights)
+    ex = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3, weights=row_weights)
+    np.testing.assert_array_equal(index.weights, ex.weights)
+    assert index.weights.tolist() == [row_weights[r] for r in index.item_rows]
+    with pytest.raises(ValueError, match="row weights"):
+        index.weigh(row_weights[:-1])
+
+    def copies(data, epoch):
+        out: dict[int, list] = {}
+        for b in make_dataset(data, AUGMENTED, training=True, seed=2, epoch=epoch):
+            for j, i in enumerate(b["index"].numpy()):
+                out.setdefault(int(i), []).append(
+                    b["features"][j, :int(b["feature_lengths"][j])].numpy().tobytes())
+        return {i: sorted(v) for i, v in out.items()}
+
+    for epoch in (0, 1):
+        streamed, held = copies(index, epoch), copies(ex, epoch)
+        counts = epoch_counts(ex.weights, 2, epoch)
+        assert {i: len(v) for i, v in held.items()} == \
+            {i: int(c) for i, c in enumerate(counts) if c}
+        assert streamed == held  # the same copies, augmented alike (two copies: unalike)
+        assert any(len(set(v)) == 2 for v in held.values())
+    whole = build(rows, tmp_path / "sh").weigh(np.where(row_weights == 2.0, 2.0, 1.0))
+    cfg = BatchConfig(batch_size=3, buckets=3, tempo=0.4)
+    for epoch in (0, 3):
+        assert count_batches(whole, cfg) == sum(
+            1 for _ in make_dataset(whole, cfg, training=True, seed=7, epoch=epoch))

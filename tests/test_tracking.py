@@ -112,7 +112,8 @@ def test_null_tracker_does_the_whole_interface_and_nothing_else(tmp_path):
     assert isinstance(tracker, RunTracker)
     assert set(INTERFACE) == {"start", "log_params", "log_metrics", "logged_steps",
                               "log_history", "set_tags", "log_dataset", "log_artifact",
-                              "log_text", "log_figure", "log_model", "end"}
+                              "delete_artifacts", "log_text", "log_figure", "log_model",
+                              "end"}
     assert tracker.uri == tracker.experiment == tracker.experiment_id == ""
     assert tracker.run_id is None and tracker.run_url == "tracking off"
     assert tracker.start() == "" and tracker.start("abc", "name") == "abc"
@@ -125,6 +126,7 @@ def test_null_tracker_does_the_whole_interface_and_nothing_else(tmp_path):
     assert tracker.log_dataset("train", tmp_path / "train.jsonl", [], "train") is None
     assert tracker.log_artifact(tmp_path, "folder") is None
     assert tracker.log_artifact(tmp_path / "missing.txt") is None
+    assert tracker.delete_artifacts("folder") is None
     assert tracker.log_text("text", "notes.txt") is None
     assert tracker.log_figure(object(), "figure.png") is None
     assert tracker.log_model(tmp_path) == {} == tracker.log_model(tmp_path, "name")
@@ -190,6 +192,79 @@ def test_tracker_logs_to_a_real_store_and_reads_its_steps_back(store, tmp_path):
     assert [a.path for a in client.list_artifacts(run_id, "eval")] == ["eval/notes.txt"]
     with pytest.raises(ValueError, match="not found"):
         log_to_run("0" * 32, {"test_wer": 0.1}, [], "eval", uri=store)
+
+
+def test_delete_artifacts_makes_room_for_a_replacement(store, tmp_path, monkeypatch, caplog):
+    """What is logged under a path after delete_artifacts replaces what was there; a store
+    that cannot delete costs one warning, not the run; one that is down keeps the call,
+    in order."""
+    import logging
+
+    import mlflow
+    import requests
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+    from mlflow.store.artifact import artifact_repository_registry as registry
+
+    from speechrnn.tracking import Tracker, runs
+
+    def folder(name, *files):
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_text(f)
+        return tmp_path / name
+
+    tracker = make_tracker(config("tiny", uri=store))
+    run_id = tracker.start()
+    client = mlflow.MlflowClient(store)
+
+    def listed():
+        return sorted(a.path for a in client.list_artifacts(run_id, "errors/worst"))
+
+    tracker.log_artifact(folder("one", "01_a.wav", "02_b.wav"), "errors/worst")
+    tracker.log_text("kept", "other.txt")
+    tracker.delete_artifacts("errors")
+    tracker.log_artifact(folder("two", "01_c.wav"), "errors/worst")
+    assert listed() == ["errors/worst/01_c.wav"]
+    assert {a.path for a in client.list_artifacts(run_id)} == {"errors", "other.txt"}
+    tracker.delete_artifacts("not/there")  # nothing to delete: nothing happens
+
+    # a store that cannot delete: one warning, the call after it still logged
+    def refusing(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("DELETE not allowed",
+                                                error_code=PERMISSION_DENIED)
+
+    def http_refusing(*args, **kwargs):  # an MLflow server: HTTPError, an OSError
+        response = requests.Response()
+        response.status_code = 405
+        raise requests.HTTPError("405 Method Not Allowed", response=response)
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, runs.__name__):
+        patch.setattr(registry, "get_artifact_repository", refusing)
+        tracker.delete_artifacts("errors")
+        patch.setattr(registry, "get_artifact_repository", http_refusing)
+        tracker.delete_artifacts("errors")
+        tracker.log_artifact(folder("three", "01_d.wav"), "errors/worst")
+    assert caplog.text.count("cannot delete artifacts") == 1 and "fails" not in caplog.text
+    assert listed() == ["errors/worst/01_c.wav", "errors/worst/01_d.wav"]
+
+    # a store that is down: the deletion is kept and done before the calls after it
+    monkeypatch.setattr(Tracker, "backoff", ())
+    monkeypatch.setattr(Tracker, "retry_every", 0.0)
+    real, failures = registry.get_artifact_repository, [1]
+
+    def down(*args, **kwargs):
+        if failures:
+            failures.pop()
+            raise mlflow.exceptions.MlflowException("database is locked",
+                                                    error_code="TEMPORARILY_UNAVAILABLE")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "get_artifact_repository", down)
+    tracker.delete_artifacts("errors")  # kept
+    assert listed() == ["errors/worst/01_c.wav", "errors/worst/01_d.wav"]
+    tracker.log_artifact(folder("four", "01_e.wav"), "errors/worst")
+    assert listed() == ["errors/worst/01_e.wav"]
+    tracker.end()
 
 
 def test_ui_command_and_served_model_uri(tmp_path):

@@ -68,6 +68,12 @@ def test_train_logs_everything_and_registers_a_model(trained):
             "dev_transcripts"} <= artifacts
     assert {Path(a.path).name for a in client.list_artifacts(trained.run_id, "dev_transcripts")} \
         == {"dev_transcripts.csv", "dev_word_errors.csv"}
+    errors = {a.path for a in client.list_artifacts(trained.run_id, "errors")}
+    assert errors == {"errors/worst", "errors/worst.tsv", "errors/word_errors.tsv",
+                      "errors/word_errors.md"}
+    worst = [a.path for a in client.list_artifacts(trained.run_id, "errors/worst")]
+    assert worst and all(p.endswith(".wav") for p in worst) and worst == sorted(worst)
+    assert not list(trained.model_dir.rglob("*.wav"))  # the model carries no dev audio
     versions = client.search_model_versions(f"name='{trained.name}'")
     assert [int(v.version) for v in versions] == [1]
 
@@ -380,6 +386,88 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(corpus, tm
     assert sorted(p.name for p in job.best_dir.parent.iterdir()) == ["best"]
 
 
+def test_each_best_epochs_dev_errors_replace_the_previous_in_the_run(tmp_path, monkeypatch,
+                                                                      caplog):
+    """log_dev_errors (what save_best calls): the worst utterances' audio (16 kHz WAV, named
+    by rank), their table and the word errors in <workdir>/best_errors and in the run under
+    errors/; the next best epoch's replace them in both; an unreadable file is listed."""
+    import csv
+    import errno
+    import logging
+    import types
+
+    import mlflow
+    import soundfile as sf
+    from conftest import bad_files, tone, write
+
+    from speechrnn import train as train_module
+    from speechrnn.evaluate import score_utterances
+    from speechrnn.manifest import Utterance
+    from speechrnn.tracking import Tracker
+    from speechrnn.train import log_dev_errors
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    audio = {"a": write(tmp_path / "a.flac", tone(0.5, 8000), 8000),
+             "b": write(tmp_path / "b.wav", tone(0.7, 22050), 22050),
+             "c": bad_files(tmp_path)["corrupt"]}
+    refs = {"a": "one two", "b": "three", "c": "four five"}
+    rows = [Utterance(str(audio[k]), refs[k], 1.0, speaker="s" + k, id=k) for k in refs]
+    tracker = Tracker("speechrnn-errors", uri)
+    run_id = tracker.start()
+    job = types.SimpleNamespace(best_dir=tmp_path / "run" / "best", tracker=tracker,
+                                data=types.SimpleNamespace(dev=types.SimpleNamespace(rows=rows)))
+    client = mlflow.MlflowClient(uri)
+
+    def logged(folder=""):
+        return sorted(a.path for a in client.list_artifacts(run_id, folder))
+
+    try:
+        log_dev_errors(job, score_utterances(list(refs), list(refs.values()),
+                                             ["one", "tree", "four"]))
+        assert logged("errors") == ["errors/word_errors.md", "errors/word_errors.tsv",
+                                    "errors/worst", "errors/worst.tsv"]
+        # c (rank 3) cannot be read: in the table, without audio
+        assert logged("errors/worst") == ["errors/worst/01_b.wav", "errors/worst/02_a.wav"]
+        assert "\t03_c.wav" not in (job.best_dir.with_name("best_errors") / "worst.tsv"
+                                     ).read_text()
+        assert "corrupt.wav: not a readable audio file" in (
+            job.best_dir.with_name("best_errors") / "worst.tsv").read_text()
+        # the next best epoch: only b is wrong now
+        log_dev_errors(job, score_utterances(list(refs), list(refs.values()),
+                                             ["one two", "tree", "four five"]))
+        assert logged("errors/worst") == ["errors/worst/01_b.wav"]
+        local = Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="errors", dst_path=str(tmp_path / "down"),
+            tracking_uri=uri))
+    finally:
+        tracker.end()
+    info = sf.info(local / "worst" / "01_b.wav")
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    assert info.duration == pytest.approx(0.7, abs=0.02)
+    with (local / "worst.tsv").open(newline="") as f:
+        assert list(csv.reader(f, delimiter="\t")) == [
+            ["rank", "id", "speaker", "wer", "cer", "reference", "hypothesis", "audio",
+             "problem"],
+            ["1", "b", "sb", "1.0000", "0.2000", "three", "tree", "worst/01_b.wav", ""]]
+    assert (local / "word_errors.tsv").read_text() == \
+        "kind\treference\thypothesis\tcount\nsubstitution\tthree\ttree\t1\n"
+    kept = tmp_path / "run" / "best_errors"  # the work directory's copy: the same
+    assert sorted(p.name for p in (kept / "worst").iterdir()) == ["01_b.wav"]
+    assert (kept / "worst.tsv").read_bytes() == (local / "worst.tsv").read_bytes()
+
+    # a full disk: a warning, the previous analysis intact, nothing logged; training goes on
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(kept))
+
+    monkeypatch.setattr(train_module, "write_error_analysis", full)
+    job.tracker = types.SimpleNamespace()  # would fail if called
+    with caplog.at_level(logging.WARNING, logger="speechrnn.train"):
+        log_dev_errors(job, score_utterances(["a"], ["one two"], ["two"]))
+    assert "dev error analysis not written" in caplog.text and "No space" in caplog.text
+    assert sorted(p.name for p in (kept / "worst").iterdir()) == ["01_b.wav"]
+
+
 @pytest.mark.slow
 def test_a_flaky_tracking_store_does_not_stop_training(corpus, tmp_path, monkeypatch, caplog):
     """The store is locked when the run starts and again when epochs are logged: training
@@ -432,3 +520,53 @@ def test_a_damaged_checkpoint_resumes_from_the_one_before(corpus, tmp_path, caps
     with pytest.raises(TrainError, match=r"no usable checkpoint.*--fresh"):
         train(load_pipeline_config(config, ["train.epochs=4"]), progress=False)
     assert train(load_pipeline_config(config), fresh=True, progress=False).best_epoch >= 0
+
+
+@pytest.mark.parametrize("source", ["memory", "shards"])
+def test_training_data_carries_each_corpus_weight_and_prints_the_mix(corpus, tmp_path, source,
+                                                                     capsys):
+    """data.train_weight and a further corpus's weight reach every training item, in memory
+    and streamed; the mix is printed once; steps per epoch count the weighted epoch."""
+    from speechrnn.dataset import count_batches, make_dataset
+    from speechrnn.shards import config_shards
+    from speechrnn.train import load_data
+
+    data = tmp_path / "data"
+    rows = read_manifest(corpus / "train.jsonl")
+    write_manifest(data / "train.jsonl", rows)
+    for split in ("dev", "test"):
+        write_manifest(data / f"{split}.jsonl", read_manifest(corpus / f"{split}.jsonl"))
+    write_manifest(data / "corpora" / "extra" / "train.jsonl", rows[:6])
+    config = write_config(
+        tmp_path, data, tracking={"enabled": False},
+        batch={"batch_size": 4, "buckets": 1, "source": source},
+        data={"train_weight": 2.0, "shards": str(tmp_path / "shards"), "shard_minutes": 0.05,
+              "corpora": [{"kind": "generic", "source": "extra", "weight": 0.5}]})
+    cfg = load_pipeline_config(config)
+    assert [w for _, w in cfg.data.training_sets()] == [2.0, 0.5]
+    if source == "shards":
+        config_shards(cfg, workers=1, progress=False)
+    training = load_data(cfg, progress=False)
+    assert training.train.weights.tolist() == [2.0] * len(rows) + [0.5] * 6
+    out = capsys.readouterr().out
+    assert out.count("training mix") == 1
+    hours = [sum(r.duration for r in part) / 3600 for part in (rows, rows[:6])]
+    shares = [2.0 * hours[0], 0.5 * hours[1]]
+    assert [m["weight"] for m in training.mix] == [2.0, 0.5]
+    assert [m["utterances"] for m in training.mix] == [len(rows), 6]
+    assert [m["share"] for m in training.mix] == pytest.approx([s / sum(shares)
+                                                                for s in shares])
+    for m in training.mix:
+        assert m["manifest"] in out and f"{100 * m['share']:5.1f} %" in out
+    # an epoch: every train utterance twice and 3 of the 6 further ones
+    steps = training.steps_per_epoch(cfg.batch)
+    assert steps == count_batches(training.train, cfg.batch) == -(-(2 * len(rows) + 3) // 4)
+    for epoch in (0, 1):
+        items = [int(i) for b in make_dataset(training.train, cfg.batch, training=True,
+                                              epoch=epoch) for i in b["index"].numpy()]
+        assert len(items) == 2 * len(rows) + 3 and -(-len(items) // 4) == steps
+        assert all(items.count(i) == 2 for i in range(len(rows)))
+    # without weights: none carried, the epochs as they were
+    plain = load_data(load_pipeline_config(config, ["data.train_weight=1.0",
+                                                    "data.corpora=[]"]), progress=False)
+    assert plain.train.weights is None and [m["weight"] for m in plain.mix] == [1.0]

@@ -110,6 +110,11 @@ class RunTracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file, or a folder's files, under ``artifact_path``."""
 
+    def delete_artifacts(self, artifact_path: str) -> None:
+        """Remove the run's artifact ``artifact_path`` (a file, or a folder and all in it):
+        what a later call logs there replaces it instead of adding to it. Where the
+        artifact store refuses, one warning, and what is there stays."""
+
     def log_text(self, text: str, artifact_file: str) -> None:
         """Log ``text`` as the artifact ``artifact_file``."""
 

@@ -55,6 +55,7 @@ class Tracker(RunTracker):
         self._kept: list[tuple[Callable, tuple]] = []  # calls not done yet, in order
         self._failed_at: float | None = None  # last failed try; None while the store works
         self._warned = False
+        self._delete_warned = False  # delete_artifacts refused once: said once
         mlflow.set_tracking_uri(self.uri)
         self._do(self._open_experiment)
 
@@ -217,6 +218,30 @@ class Tracker(RunTracker):
             self._do(mlflow.log_artifacts, str(path), artifact_path)
         else:
             self._do(mlflow.log_artifact, str(path), artifact_path)
+
+    def delete_artifacts(self, artifact_path: str) -> None:
+        self._do(self._delete_artifacts, artifact_path)
+
+    def _delete_artifacts(self, artifact_path: str) -> None:
+        """MLflow's client cannot delete a run's artifacts; the run's artifact repository
+        (local folder, ``mlflow-artifacts`` proxy, S3, GCS, Azure, ...) can."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            repository = get_artifact_repository(mlflow.get_artifact_uri(), self.uri)
+            repository.delete_artifacts(artifact_path)
+        except Exception as err:
+            # a server that refuses deletion (HTTP 403, 405, ...) is not one that is down
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            refused = isinstance(status, int) and 400 <= status < 500 and status not in (
+                408, 429)
+            if _transient(err) and not refused:
+                raise
+            if not self._delete_warned:
+                self._delete_warned = True
+                log.warning("MLflow artifact store of run %s cannot delete artifacts (%s): "
+                            "what was logged under %s before stays beside what replaces it",
+                            self.run_id, _brief(err), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._do(mlflow.log_text, text, artifact_file)
