@@ -1,11 +1,18 @@
 """Transcription speed: audio-seconds transcribed per wall-second, and peak memory.
 
     python bench/transcribe_speed.py [--model DIR] [--manifest M] [--long-minutes 60]
+        [--lm LM.arpa | --lm-from TRAIN.jsonl] [--backends onnx,keras]
 
 For each backend (ONNX Runtime, Keras), in its own process so that each peak RSS is its
 own: features + network + decoding (with word timings) of ``--limit`` utterances already
 in memory, at batch 1 (``Transcriber.transcribe``, one utterance at a time) and batched
-(``transcribe_batch``, 8 at a time), with greedy and beam search (width 16, no LM).
+(``transcribe_batch``, 8 at a time), with greedy and beam search (width 16, no LM), and
+the WER of each against the manifest. With a word LM (``--lm``: an ARPA file; ``--lm-from``:
+a trigram of a manifest's transcripts, :class:`speechrnn.lm.WordLM`), ONNX Runtime also
+decodes at batch 1 with beam search (width 16) + LM, once with each engine: the Python
+prefix beam search and the C++ one (flashlight-text, :mod:`speechrnn.fastbeam`, skipped
+when it is not installed). The first utterance, which builds the decoder, is not timed;
+its time is ``build_s``. Target for beam + LM: >= 150 audio-s/s with the C++ engine.
 Then one long recording (``--long-minutes``, built from the held-out FSDD speaker's
 recordings when the corpora are here) through ``speechrnn transcribe``: its speed and the
 peak RSS of that process. Target: >= 200 audio-s/s at batch 1 with ONNX Runtime for the
@@ -28,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import print_table, write_report  # noqa: E402
 
 TARGET = 200.0
+LM_TARGET = 150.0  # beam 16 + word LM, batch 1, ONNX Runtime, C++ engine
 RSS_TARGET_MB = 2048
 BATCH = 8
 
@@ -37,30 +45,59 @@ def first_existing(*paths: str) -> Path | None:
                  or Path(p).suffix == ".jsonl" and Path(p).exists()), None)
 
 
-def measure(model: Path, manifest: Path, backend: str, limit: int) -> list[dict]:
+def load_lm(arpa: Path | None, source: Path | None):
+    """The word LM of ``--lm`` (an ARPA file) or ``--lm-from`` (a manifest), or None."""
+    from speechrnn.lm import WordLM
+
+    if arpa is not None:
+        return WordLM.from_arpa(arpa)
+    if source is not None:
+        return WordLM.from_sources([source], order=3)
+    return None
+
+
+def measure(model: Path, manifest: Path, backend: str, limit: int, lm=None,
+            threads: int = 0) -> list[dict]:
+    from speechrnn import fastbeam
     from speechrnn.audio import SAMPLE_RATE, load_audio
     from speechrnn.decoding import DecodingOptions
+    from speechrnn.evaluate import error_rates
     from speechrnn.manifest import read_manifest
+    from speechrnn.text import normalize_text
     from speechrnn.transcribe import load_model
 
-    transcriber = load_model(model, backend=backend)
-    audios = [load_audio(r.audio) for r in read_manifest(manifest)[:limit]]
+    transcriber = load_model(model, backend=backend, threads=threads)
+    rows = read_manifest(manifest)[:limit]
+    audios = [load_audio(r.audio) for r in rows]
+    references = [normalize_text(r.text) for r in rows]
     seconds = sum(len(a) for a in audios) / SAMPLE_RATE
+    runs = [(method, "-", batch, DecodingOptions(method=method), None)
+            for method in ("greedy", "beam") for batch in (1, BATCH)]
+    if lm is not None and backend == "onnx":
+        for engine in ("python", "flashlight"):
+            if engine == "flashlight" and not fastbeam.available():
+                print("beam_lm with flashlight skipped: flashlight-text is not installed",
+                      file=sys.stderr)
+                continue
+            runs.append(("beam_lm", engine, 1, DecodingOptions(method="beam", engine=engine),
+                         lm))
     results = []
-    for method in ("greedy", "beam"):
-        options = DecodingOptions(method=method)
-        transcriber.transcribe(audios[0], SAMPLE_RATE, options)  # warm-up (graph tracing)
-        for batch in (1, BATCH):
-            start = time.perf_counter()
-            if batch == 1:
-                for a in audios:
-                    transcriber.transcribe(a, SAMPLE_RATE, options)
-            else:
-                for i in range(0, len(audios), batch):
-                    transcriber.transcribe_batch(audios[i:i + batch], options)
-            wall = time.perf_counter() - start
-            results.append({"backend": transcriber.backend, "decoder": method, "batch": batch,
-                            "audio_s_per_s": round(seconds / wall, 1)})
+    for method, engine, batch, options, run_lm in runs:
+        transcriber.lm = run_lm
+        start = time.perf_counter()  # warm-up (graph tracing; building the LM decoder)
+        transcriber.transcribe(audios[0], SAMPLE_RATE, options)
+        build = time.perf_counter() - start
+        start = time.perf_counter()
+        if batch == 1:
+            texts = [transcriber.transcribe(a, SAMPLE_RATE, options).text for a in audios]
+        else:
+            texts = [h.text for i in range(0, len(audios), batch)
+                     for h in transcriber.transcribe_batch(audios[i:i + batch], options)]
+        wall = time.perf_counter() - start
+        results.append({"backend": transcriber.backend, "decoder": method, "engine": engine,
+                        "batch": batch, "audio_s_per_s": round(seconds / wall, 1),
+                        "wer_pct": round(100 * error_rates(references, texts).wer, 2),
+                        **({"build_s": round(build, 2)} if run_lm is not None else {})})
     rss = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return [{**r, "peak_rss_mb": rss, "audio_seconds": round(seconds, 1)} for r in results]
 
@@ -115,6 +152,14 @@ def main(argv=None) -> int:
     parser.add_argument("--long-minutes", type=float, default=60.0,
                         help="length of the long recording (0: skip it)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/transcribe_speed.json"))
+    lm_source = parser.add_mutually_exclusive_group()
+    lm_source.add_argument("--lm", type=Path, help="word LM for beam + LM rows: an ARPA file")
+    lm_source.add_argument("--lm-from", type=Path, metavar="MANIFEST",
+                           help="word LM for beam + LM rows: a trigram of these transcripts")
+    parser.add_argument("--backends", default="onnx,keras",
+                        help="comma-separated: onnx, keras (default: both)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="ONNX Runtime intra-op threads (default 0: all cores)")
     parser.add_argument("--backend", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args(argv)
     if args.model is None or args.manifest is None:
@@ -122,36 +167,64 @@ def main(argv=None) -> int:
                      "(bash setup.sh && .venv/bin/python pipelines/run.py), or pass "
                      "--model and --manifest")
     if args.backend:
-        print(json.dumps(measure(args.model, args.manifest, args.backend, args.limit)))
+        lm = load_lm(args.lm, args.lm_from)
+        print(json.dumps(measure(args.model, args.manifest, args.backend, args.limit, lm,
+                                 args.threads)))
         return 0
     long = None
     if args.long_minutes > 0:  # first: RUSAGE_CHILDREN is the peak over all children so far
         long = measure_long(args.model, long_file(args.long_minutes, args.manifest,
                                                   args.corpora))
+    backends = [b for b in args.backends.split(",") if b]
+    lm_args = (["--lm", str(args.lm)] if args.lm else []) + \
+        (["--lm-from", str(args.lm_from)] if args.lm_from else [])
     results = []
-    for backend in ("onnx", "keras"):
+    for backend in backends:
         proc = subprocess.run([sys.executable, __file__, "--model", str(args.model),
                                "--manifest", str(args.manifest), "--limit", str(args.limit),
-                               "--backend", backend], capture_output=True, text=True)
+                               "--backend", backend, "--threads", str(args.threads),
+                               *lm_args], capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
         results += json.loads(proc.stdout.strip().splitlines()[-1])
-    speed = {(r["backend"], r["decoder"], r["batch"]): r["audio_s_per_s"] for r in results}
+    speed = {(r["backend"], r["decoder"], r["engine"], r["batch"]): r["audio_s_per_s"]
+             for r in results}
     report = {"benchmark": "transcribe_speed", "model": str(args.model),
-              "input": str(args.manifest), "results": results,
-              "onnx_over_keras_batch1_greedy": round(
-                  speed["onnx", "greedy", 1] / speed["keras", "greedy", 1], 2),
-              "target_audio_s_per_s": TARGET,
-              "meets_target": speed["onnx", "greedy", 1] >= TARGET}
+              "input": str(args.manifest), "threads": args.threads, "results": results,
+              "target_audio_s_per_s": TARGET}
+    if ("onnx", "greedy", "-", 1) in speed:
+        report["meets_target"] = speed["onnx", "greedy", "-", 1] >= TARGET
+    if {("onnx", "greedy", "-", 1), ("keras", "greedy", "-", 1)} <= speed.keys():
+        report["onnx_over_keras_batch1_greedy"] = round(
+            speed["onnx", "greedy", "-", 1] / speed["keras", "greedy", "-", 1], 2)
+    if args.lm or args.lm_from:
+        report["lm"] = str(args.lm or f"trigram of {args.lm_from}")
+        report["lm_target_audio_s_per_s"] = LM_TARGET
+        fast = speed.get(("onnx", "beam_lm", "flashlight", 1))
+        slow = speed.get(("onnx", "beam_lm", "python", 1))
+        if fast is not None:
+            report["meets_lm_target"] = fast >= LM_TARGET
+        if fast is not None and slow is not None:
+            report["beam_lm_flashlight_over_python"] = round(fast / slow, 2)
+        if fast is not None and ("onnx", "greedy", "-", 1) in speed:  # robust to a busy CPU
+            report["beam_lm_flashlight_over_greedy"] = round(
+                fast / speed["onnx", "greedy", "-", 1], 2)
     print(f"transcription speed (features + network + decoding) on {args.manifest}, "
-          f"model {args.model}")
-    print_table([("backend", "backend", 9), ("decoder", "decoder", 9), ("batch", "batch", 7),
-                 ("audio_s_per_s", "audio-s/s", 12), ("peak_rss_mb", "peak RSS MB", 13)],
-                results)
-    print(f"ONNX Runtime / Keras (batch 1, greedy): "
-          f"{report['onnx_over_keras_batch1_greedy']:.2f}x   (target: ONNX batch 1 >= "
-          f"{TARGET:.0f} audio-s/s)")
+          f"model {args.model}" + (f", LM {report['lm']}" if "lm" in report else ""))
+    print_table([("backend", "backend", 9), ("decoder", "decoder", 9),
+                 ("engine", "engine", 12), ("batch", "batch", 7),
+                 ("audio_s_per_s", "audio-s/s", 12), ("wer_pct", "WER %", 9),
+                 ("peak_rss_mb", "peak RSS MB", 13)], results)
+    if "onnx_over_keras_batch1_greedy" in report:
+        print(f"ONNX Runtime / Keras (batch 1, greedy): "
+              f"{report['onnx_over_keras_batch1_greedy']:.2f}x   (target: ONNX batch 1 >= "
+              f"{TARGET:.0f} audio-s/s)")
+    if "beam_lm_flashlight_over_python" in report:
+        print(f"beam + LM, C++ (flashlight) / Python: "
+              f"{report['beam_lm_flashlight_over_python']:.2f}x, / greedy: "
+              f"{report.get('beam_lm_flashlight_over_greedy', 0):.2f}x   (target: C++ >= "
+              f"{LM_TARGET:.0f} audio-s/s)")
     if long:
         report["long_file"] = {**long, "rss_target_mb": RSS_TARGET_MB,
                                "meets_rss_target": long["peak_rss_mb"] < RSS_TARGET_MB}

@@ -12,18 +12,26 @@ over the frames): a word starts at the first frame of its first character and en
 the last frame of its last character. A character's confidence is its best posterior
 among its aligned frames; a word's is the geometric mean over its characters, and the
 utterance's the geometric mean over all of them.
+
+Beam search with a word LM runs in C++ (:mod:`speechrnn.fastbeam`, flashlight-text) when
+``DecodingOptions.engine`` is ``auto`` or ``flashlight``, flashlight-text is installed and
+the LM has an ARPA file (``lm.arpa_path()``); with ``auto`` it falls back to the Python
+search otherwise, and ``python`` always runs the Python search. The C++ search is built
+once per (LM, alphabet, options) and reused.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .config import Config, EvalConfig
-from .errors import InputError
-from .lm import EOS, WordLM
+from .errors import InputError, MissingDependencyError
+from .lm import EOS, WordLM, recipe_lm
 from .text import Alphabet
 
 
@@ -60,10 +68,14 @@ class DecodingOptions:
     lm_weight: float = EvalConfig.lm_weight  # with a language model
     word_bonus: float = EvalConfig.word_bonus
     prune: float = -10.0  # characters below this log-probability at a frame are not tried
+    engine: str = "auto"  # beam search with an LM: auto | flashlight (C++) | python
 
     def __post_init__(self):
         if self.method not in ("greedy", "beam"):
             raise InputError(f"decoding method must be greedy or beam, not {self.method!r}")
+        if self.engine not in ("auto", "flashlight", "python"):
+            raise InputError(f"decoding engine must be auto, flashlight or python, "
+                             f"not {self.engine!r}")
         if self.beam_width < 1:
             raise InputError("beam_width must be >= 1")
 
@@ -90,13 +102,13 @@ class Decoding:
         return self.options.method + ("_lm" if self.lm is not None else "")
 
     @classmethod
-    def for_recipe(cls, cfg: Config, method: str = "beam") -> Decoding:
+    def for_recipe(cls, cfg: Config, method: str = "beam", corpora=None) -> Decoding:
         """How a recipe decodes: greedy, or beam search as its ``eval`` section says with
-        a word LM of its training transcripts (``eval.lm_order``)."""
+        its word LM (:func:`speechrnn.lm.recipe_lm`: the training transcripts and
+        ``eval.lm_text``, or ``eval.lm_arpa``; text files looked up under ``corpora``)."""
         if method == "greedy":
             return cls()
-        return cls(DecodingOptions.from_eval(cfg.eval, method),
-                   WordLM.from_sources(cfg.data.training_manifests(), order=cfg.eval.lm_order))
+        return cls(DecodingOptions.from_eval(cfg.eval, method), recipe_lm(cfg, corpora))
 
 
 def greedy_ids(log_probs: np.ndarray, blank: int = 0) -> list[int]:
@@ -266,10 +278,43 @@ def hypothesis(text: str, log_probs: np.ndarray, alphabet: Alphabet,
     return Hypothesis(text, tuple(words), math.exp(sum(letters) / len(letters)))
 
 
+_searches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lm -> {key: search}
+_searches_lock = threading.Lock()
+
+
+def lexicon_search(alphabet: Alphabet, options: DecodingOptions, lm: WordLM | None):
+    """The C++ beam search (:class:`speechrnn.fastbeam.LexiconBeamSearch`) that ``options``
+    choose for ``lm``, built once and cached; None where the Python search runs instead."""
+    if options.method != "beam" or lm is None or options.engine == "python":
+        return None
+    from . import fastbeam
+
+    if not fastbeam.available():
+        if options.engine == "flashlight":
+            raise MissingDependencyError("decoding engine flashlight needs flashlight-text: "
+                                         "pip install flashlight-text")
+        return None
+    arpa_path = getattr(lm, "arpa_path", None)
+    if arpa_path is None:
+        if options.engine == "flashlight":
+            raise InputError("decoding engine flashlight needs a language model with an "
+                             "ARPA file")
+        return None
+    key = (alphabet.characters, replace(options, engine="auto"))
+    with _searches_lock:
+        per_lm = _searches.setdefault(lm, {})
+        if key not in per_lm:
+            per_lm[key] = fastbeam.LexiconBeamSearch(alphabet, arpa_path(), lm.vocab, options)
+        return per_lm[key]
+
+
 def decode_text(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions,
                 lm: WordLM | None = None) -> str:
     if options.method == "greedy":
         return greedy_decode(log_probs, alphabet)
+    search = lexicon_search(alphabet, options, lm)
+    if search is not None:
+        return search(log_probs)
     return beam_search(log_probs, alphabet, options, lm)
 
 
