@@ -5,7 +5,8 @@
 
 prepare: import or synthesise the corpus and print its statistics. train: train (or resume)
 the model, tracked in MLflow and registered. evaluate: WER/CER on the test manifest,
-greedy and beam search with a word LM from the training transcripts; the reports are
+greedy and beam search with the recipe's word LM (training transcripts and eval.lm_text),
+its weight and word bonus chosen on dev when eval.tune_* list values to try; the reports are
 logged to the training run. transcribe: one held-out test file, with word timings. The
 default config needs no network and no corpus: synthetic voices, held out by voice.
 """
@@ -89,9 +90,18 @@ def run(cfg, stages: list[str], args) -> int:
 
     if "evaluate" in stages:
         stage(f"evaluate on {data.manifest('test')}")
+        decodings = {"greedy": pipeline.recipe_decoding(cfg, "greedy"),
+                     "beam": pipeline.recipe_decoding(cfg, "beam", args.corpora)}
+        if cfg.eval.tuning and decodings["beam"].lm is not None:
+            decodings["beam"], table = pipeline.tune_lm(
+                model_dir, data.manifest("dev"), decodings["beam"], cfg.eval.tuning,
+                run_id=run_id, out=model_dir.parent, progress=progress)
+            best = decodings["beam"].options
+            print(f"LM weight {best.lm_weight:g}, word bonus {best.word_bonus:g}: chosen on "
+                  f"dev among {len(table)} pairs (dev WER {100 * min(r['wer'] for r in table):.1f}"
+                  f" %; table in {model_dir.parent / 'lm_tuning.tsv'})")
         for name in ("test", *cfg.eval.extra_sets):
-            for method in ("greedy", "beam"):
-                decoding = pipeline.recipe_decoding(cfg, method)
+            for decoding in decodings.values():
                 tag = "" if name == "test" else f"-{name}"
                 out = model_dir.parent / f"eval{tag}-{decoding.name.replace('_', '-')}"
                 report = pipeline.evaluate(model_dir, data.manifest(name), decoding, out=out,

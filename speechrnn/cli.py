@@ -14,6 +14,7 @@ commands:
   speechrnn train --config FILE [--set k=v] [--fresh]  train (or resume), tracked in MLflow
   speechrnn evaluate --model M --manifest FILE         WER/CER, S/I/D, report (+ MLflow)
   speechrnn transcribe --model M PATH...               text, json, srt or vtt per file
+  speechrnn lm --text FILE --out lm.arpa               word n-gram LM (ARPA) for beam search
   speechrnn ui                                         MLflow UI on the project's store
   speechrnn serve --model M                            the model over HTTP
 
@@ -160,9 +161,24 @@ def _decoding(args):
     from .decoding import Decoding, DecodingOptions
     from .lm import WordLM
 
+    if args.lm and (args.lm_from or args.lm_text):
+        raise InputError("--lm (an ARPA file) or --lm-from/--lm-text (build one), not both")
+    lm = WordLM.load(args.lm) if args.lm else \
+        WordLM.from_sources(args.lm_from, args.lm_text, order=args.lm_order)
     return Decoding(DecodingOptions(method=args.decoder, beam_width=args.beam_width,
-                                    lm_weight=args.lm_weight, word_bonus=args.word_bonus),
-                    WordLM.from_sources(args.lm_from, args.lm_text, order=args.lm_order))
+                                    lm_weight=args.lm_weight, word_bonus=args.word_bonus,
+                                    engine=args.engine), lm)
+
+
+def cmd_lm(args) -> int:
+    from .lm import build_lm
+
+    if not (args.text or args.manifest):
+        raise InputError("give --text FILE or --manifest FILE (repeatable) to build from")
+    stats = build_lm(args.text, args.manifest, args.out, order=args.order,
+                     method=args.method, prune=tuple(args.prune) if args.prune else "auto")
+    print(json.dumps(stats, indent=2, default=str))
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -315,9 +331,14 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="word LM from these manifests' transcripts (beam; repeatable)")
     p.add_argument("--lm-text", type=Path, action="append", default=[],
                    help="word LM from this text file, a sentence a line (beam; repeatable)")
+    p.add_argument("--lm", type=Path, help="word LM: an ARPA file (speechrnn lm, KenLM's "
+                   "lmplz; .gz too) (beam)")
     p.add_argument("--lm-order", type=int, default=EvalConfig.lm_order)
     p.add_argument("--lm-weight", type=float, default=EvalConfig.lm_weight)
     p.add_argument("--word-bonus", type=float, default=EvalConfig.word_bonus)
+    p.add_argument("--engine", choices=("auto", "flashlight", "python"), default="auto",
+                   help="beam search with an LM: flashlight-text's C++ decoder (auto: when "
+                   "installed) or speechrnn's own")
     p.add_argument("--no-vad", action="store_true", help="decode every sound as speech "
                    "(by default noise, hum, tones, music and silence give no words)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -408,6 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-words-per-cue", type=int, default=12,
                    help="srt/vtt: words per subtitle cue at most (1: a cue per word)")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("lm", help="build a word LM (ARPA) from text files and manifests")
+    p.add_argument("--text", type=Path, action="append", default=[],
+                   help="a text file, a sentence a line (.gz too; repeatable)")
+    p.add_argument("--manifest", type=Path, action="append", default=[],
+                   help="a manifest whose transcripts are added (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="the ARPA file (.gz: gzipped)")
+    p.add_argument("--order", type=int, default=EvalConfig.lm_order)
+    p.add_argument("--method", choices=("kneser-ney", "witten-bell"), default="kneser-ney")
+    p.add_argument("--prune", type=int, nargs="+", metavar="N",
+                   help="count thresholds per order, e.g. 0 1 1 drops bigrams and trigrams "
+                   "seen once (default: that from a million words on, else nothing)")
+    p.set_defaults(func=cmd_lm)
 
     p = sub.add_parser("ui", help="the MLflow UI on the project's store")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: local only)")

@@ -313,10 +313,33 @@ class EvalConfig:
     # with the model): a model trained on utterances with pauses at their ends hears a
     # word cut tight, or a single word, as it heard them in training
     edge_pad_s: float = 0.0
+    # the word LM: training transcripts plus these text files (a sentence a line; relative
+    # paths are looked up under --corpora), modified Kneser-Ney or Witten-Bell, pruned by
+    # count thresholds per order (0, 1, 1: bigrams and trigrams seen once dropped; ():
+    # singletons dropped from 1 M words on); or an ARPA file used as it is (lm_arpa)
+    lm_text: tuple[str, ...] = ()
+    lm_method: str = "kneser-ney"
+    lm_prune: tuple[int, ...] = ()
+    lm_arpa: str = ""
+    # LM weight and word bonus tried on dev (each pair; the best is used and logged), never
+    # on test; () keeps lm_weight / word_bonus
+    tune_lm_weights: tuple[float, ...] = ()
+    tune_word_bonuses: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.beam_width < 1 or self.lm_order < 1:
             raise ConfigError("eval.beam_width and eval.lm_order must be >= 1")
+        if self.lm_method not in ("kneser-ney", "witten-bell"):
+            raise ConfigError(f"eval.lm_method must be kneser-ney|witten-bell, "
+                              f"not {self.lm_method!r}")
+
+    @property
+    def tuning(self) -> list[tuple[float, float]]:
+        """The (LM weight, word bonus) pairs tried on dev; empty when nothing is tuned."""
+        if not (self.tune_lm_weights or self.tune_word_bonuses):
+            return []
+        return [(w, b) for w in self.tune_lm_weights or (self.lm_weight,)
+                for b in self.tune_word_bonuses or (self.word_bonus,)]
 
 
 @dataclass(frozen=True)

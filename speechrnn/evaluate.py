@@ -130,3 +130,25 @@ def word_errors(scores: list[UtteranceScore]) -> Counter:
             elif a.type == "insert":
                 counts.update(("", w) for w in heard)
     return counts
+
+
+def tune_lm(transcriber, rows, pairs, progress: bool | None = None):
+    """Beam search with each (LM weight, word bonus) of ``pairs`` on manifest ``rows``
+    (dev: never the test set). Returns the best :class:`DecodingOptions` (lowest WER, then
+    CER, then the pair listed first) and a dict per pair (weight, bonus, WER, CER)."""
+    from dataclasses import replace
+
+    from .progress import progress_bar
+
+    base = replace(transcriber.options, method="beam")
+    table = []
+    with progress_bar(len(pairs), "tuning the LM weight on dev", progress) as bar:
+        for weight, bonus in pairs:
+            options = replace(base, lm_weight=weight, word_bonus=bonus)
+            rates, _ = evaluate_model(transcriber, rows, options, progress=False)
+            table.append({"lm_weight": weight, "word_bonus": bonus, "wer": rates.wer,
+                          "cer": rates.cer})
+            bar.update(1)
+    best = min(range(len(table)), key=lambda i: (table[i]["wer"], table[i]["cer"], i))
+    return replace(base, lm_weight=table[best]["lm_weight"],
+                   word_bonus=table[best]["word_bonus"]), table

@@ -740,8 +740,9 @@ def _from_json(path: Path) -> WordLM:
 def recipe_lm(cfg, corpora: str | Path | None = None) -> WordLM | None:
     """The word LM a recipe (a :class:`speechrnn.config.Config`) decodes with: its
     ``eval.lm_arpa`` as it is, or one built from its training transcripts and
-    ``eval.lm_text`` (``eval.lm_order``, ``lm_method``, ``lm_prune``). A built model is kept
-    in ``<workdir>/lm/lm.arpa`` and built again only when a source or a setting changes.
+    ``eval.lm_text`` (``eval.lm_order``, ``lm_method``, ``lm_prune``). A model with text
+    files is kept in ``<workdir>/lm/lm.arpa`` and built again only when a source or a
+    setting changes.
     Relative paths that do not exist are looked up under ``corpora`` (or
     ``$SPEECHRNN_CORPORA``)."""
     from .corpora import resolve_source
@@ -750,6 +751,10 @@ def recipe_lm(cfg, corpora: str | Path | None = None) -> WordLM | None:
     if ev.lm_arpa:
         return WordLM.load(resolve_source(ev.lm_arpa, corpora))
     manifests = cfg.data.training_manifests()
+    prune = tuple(ev.lm_prune) or "auto"
+    if not ev.lm_text:  # the transcripts alone: a small model, built in a moment
+        return WordLM.from_sources(manifests, order=ev.lm_order, method=ev.lm_method,
+                                   prune=prune)
     texts = [resolve_source(t, corpora) for t in ev.lm_text]
 
     def stamp(path: Path) -> list:
@@ -769,7 +774,7 @@ def recipe_lm(cfg, corpora: str | Path | None = None) -> WordLM | None:
     except (OSError, ValueError, KeyError):
         pass
     lm = WordLM.from_sources(manifests, texts, order=ev.lm_order, method=ev.lm_method,
-                             prune=tuple(ev.lm_prune) or "auto")
+                             prune=prune)
     if lm is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from .decoding import Decoding
 from .evaluate import ErrorRates, UtteranceScore
 
 __all__ = ["Decoding", "Report", "evaluate", "features", "find_audio", "load", "prepare",
-           "recipe_decoding", "train", "transcribe"]
+           "recipe_decoding", "train", "transcribe", "tune_lm"]
 
 
 def prepare(cfg: Config, corpora: str | Path | None = None, force: bool = False,
@@ -69,11 +69,47 @@ def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool |
                progress=progress)
 
 
-def recipe_decoding(cfg: Config, method: str = "beam") -> Decoding:
+def recipe_decoding(cfg: Config, method: str = "beam",
+                    corpora: str | Path | None = None) -> Decoding:
     """How a recipe's evaluate stage decodes: ``greedy``, or ``beam`` with the width, LM
-    weight and word bonus of its ``eval`` section and a word LM of its training
-    transcripts."""
-    return Decoding.for_recipe(cfg, method)
+    weight and word bonus of its ``eval`` section and its word LM
+    (:func:`speechrnn.lm.recipe_lm`: the training transcripts and ``eval.lm_text``, or
+    ``eval.lm_arpa``)."""
+    return Decoding.for_recipe(cfg, method, corpora)
+
+
+def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
+            run_id: str | None = None, out: str | Path | None = None,
+            backend: str = "auto", progress: bool | None = None) -> tuple[Decoding, list]:
+    """The LM weight and word bonus of beam search chosen on ``manifest`` (dev, never
+    test) among ``pairs``: ``decoding`` with the best of them, and the table of every pair
+    tried. ``out``: the table is written there as ``lm_tuning.tsv``; ``run_id``: the chosen
+    values are logged as metrics (``dev_tuned_lm_weight``, ``dev_tuned_word_bonus``) and
+    the table as an artifact of that MLflow run."""
+    from dataclasses import replace
+
+    from .evaluate import tune_lm as tune
+    from .manifest import read_manifest
+
+    transcriber = load(model, decoding, backend)
+    options, table = tune(transcriber, read_manifest(manifest), list(pairs), progress)
+    files = []
+    if out is not None:
+        from .files import atomic_write_text
+
+        path = Path(out) / "lm_tuning.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "lm_weight\tword_bonus\twer\tcer\n" + "".join(
+            f"{r['lm_weight']:g}\t{r['word_bonus']:g}\t{r['wer']:.4f}\t{r['cer']:.4f}\n"
+            for r in table))
+        files.append(path)
+    if run_id:
+        from .tracking import log_to_run
+
+        log_to_run(run_id, {"dev_tuned_lm_weight": options.lm_weight,
+                            "dev_tuned_word_bonus": options.word_bonus,
+                            "dev_tuned_wer": min(r["wer"] for r in table)}, files, "evaluation")
+    return replace(decoding, options=options), table
 
 
 def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bool = True):

@@ -97,3 +97,20 @@ def test_a_bug_is_not_dressed_up_as_a_user_error(monkeypatch):
     monkeypatch.setattr(cli, "cmd_stats", broken)
     with pytest.raises(ZeroDivisionError):
         main(["data", "stats", "x.jsonl"])
+
+
+def test_lm_command_builds_an_arpa_that_evaluate_and_transcribe_take(tmp_path, capsys):
+    from speechrnn.lm import WordLM
+
+    text = tmp_path / "sentences.txt"
+    text.write_text("One two three.\nthree two one\n")
+    out = tmp_path / "lm.arpa"
+    assert main(["lm", "--text", str(text), "--out", str(out), "--order", "2"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["vocabulary"] == 3 and stats["ngrams"]["2"] > 0 and out.is_file()
+    assert WordLM.load(out).vocab == {"one", "two", "three"}
+    assert main(["lm", "--out", str(out)]) == 2  # nothing to build from: one-line error
+    assert "--text" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(tmp_path), "--decoder", "beam", "--lm", str(out),
+                 "--lm-text", str(text), str(text)]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -317,3 +317,34 @@ def test_kenlm_reads_the_arpa_and_scores_as_log_prob(tmp_path):
                                                              abs=2e-5)
             state, score = ken.finish(state)
             assert score * math.log(10) == pytest.approx(lm.arpa_log_prob(ws, EOS), abs=2e-5)
+
+
+def test_recipe_lm_is_built_once_from_transcripts_and_text_files(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from speechrnn.config import Config, DataConfig, EvalConfig, TrainConfig
+    from speechrnn.lm import recipe_lm
+    from speechrnn.manifest import Utterance, write_manifest
+
+    write_manifest(tmp_path / "train.jsonl", [Utterance("a.wav", "one two", 1.0, "s")])
+    corpora = tmp_path / "corpora"
+    (corpora / "text").mkdir(parents=True)
+    (corpora / "text" / "more.txt").write_text("Three, four!\nfive six\n")
+    cfg = Config(data=DataConfig(out=str(tmp_path)), train=TrainConfig(workdir=str(tmp_path / "w")),
+                 eval=EvalConfig(lm_order=2, lm_text=("text/more.txt",)))
+    monkeypatch.setenv("SPEECHRNN_CORPORA", str(corpora))  # relative paths looked up there
+    lm = recipe_lm(cfg)
+    assert lm.vocab == {"one", "two", "three", "four", "five", "six"} and lm.order == 2
+    arpa = tmp_path / "w" / "lm" / "lm.arpa"
+    assert lm.path == arpa
+    built = arpa.stat().st_mtime_ns
+    assert recipe_lm(cfg).log_prob(("three",), "four") == pytest.approx(
+        lm.log_prob(("three",), "four"), abs=1e-5)  # ARPA keeps 6 decimals
+    assert arpa.stat().st_mtime_ns == built  # the same sources: loaded, not built again
+    (corpora / "text" / "more.txt").write_text("seven\n")
+    assert "seven" in recipe_lm(cfg).vocab  # a source changed: built again
+    assert recipe_lm(replace(cfg, eval=EvalConfig(lm_arpa=str(arpa)))).path == arpa
+    plain = recipe_lm(replace(cfg, eval=EvalConfig(lm_order=2)))  # transcripts alone
+    assert plain.vocab == {"one", "two"} and plain.path is None
+    with pytest.raises(FileNotFoundError, match="nowhere.txt"):
+        recipe_lm(replace(cfg, eval=EvalConfig(lm_text=("nowhere.txt",))))

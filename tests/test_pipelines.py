@@ -18,17 +18,26 @@ def env_for(uri: str) -> dict:
 
 def test_run_py_evaluates_and_transcribes_a_trained_model(trained):
     proc = subprocess.run([sys.executable, "pipelines/run.py", "--config", str(trained.config),
-                           "--stages", "evaluate,transcribe", "--quiet"], cwd=ROOT,
+                           "--stages", "evaluate,transcribe", "--quiet",
+                           "--set", "eval.tune_lm_weights=[0.2, 1.0]",
+                           "--set", "eval.tune_word_bonuses=[0.0, 2.0]"], cwd=ROOT,
                           capture_output=True, text=True, env=env_for(trained.uri))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "test (greedy): WER" in out and "test (beam 16 + word LM): WER" in out
+    assert "chosen on dev among 4 pairs" in out
+    table = (trained.model_dir.parent / "lm_tuning.tsv").read_text().splitlines()
+    assert table[0] == "lm_weight\tword_bonus\twer\tcer" and len(table) == 5
     assert "reference:" in out and "hypothesis:" in out
     assert f"run {trained.run_id}" in out and "speechrnn ui" in out
     import mlflow
 
     metrics = mlflow.MlflowClient(trained.uri).get_run(trained.run_id).data.metrics
     assert {"test_greedy_wer", "test_beam_lm_wer", "test_greedy_cer"} <= set(metrics)
+    assert metrics["dev_tuned_lm_weight"] in (0.2, 1.0)
+    assert metrics["dev_tuned_word_bonus"] in (0.0, 2.0)
+    chosen = [r.split("\t") for r in table[1:]]
+    assert min(float(r[2]) for r in chosen) == pytest.approx(metrics["dev_tuned_wer"], abs=1e-4)
 
 
 def test_prepare_stage_loads_neither_tensorflow_nor_mlflow(trained):
