@@ -206,6 +206,9 @@ class CorpusConfig:
     # (2.0: twice; 0.5: a different half every epoch)
     weight: float = 1.0
     name: str = ""  # its folder; "" -> the source's folder name
+    # keep only utterances whose every word is one of these (e.g. the digits: a digit
+    # recogniser takes a sentence corpus's digit strings); () keeps all
+    only_words: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not 0.0 < self.weight <= 10.0:

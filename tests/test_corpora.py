@@ -302,6 +302,25 @@ def test_further_corpora_are_imported_whole_and_trained_on_with_weights(tmp_path
         CorpusConfig("ljspeech", "x", weight=0)
 
 
+def test_a_further_corpus_can_keep_only_utterances_of_given_words(tmp_path):
+    from speechrnn.config import CorpusConfig, DataConfig
+    from speechrnn.corpora import prepare_data
+
+    kids = tmp_path / "kids"
+    texts = ["ZERO THREE FIVE", "WE CALL IT BEAR", "NINE", "ONE TWO BEAR"]
+    for i in range(len(texts)):
+        write(kids / f"audio/S{i}/{i}.flac", tone(1.5), format="FLAC")
+    (kids / "manifest.tsv").write_text("utt_id\tpath\tsplit\tspeaker\ttext\n" + "".join(
+        f"{i}\taudio/S{i}/{i}.flac\ttrain\tS{i}\t{t}\n" for i, t in enumerate(texts)))
+    digits = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    cfg = DataConfig(kind="speechocean762", source=str(kids), out=str(tmp_path / "data"),
+                     corpora=(CorpusConfig("speechocean762", str(kids), only_words=digits,
+                                           name="kid-digits"),))
+    prepare_data(cfg, progress=False)
+    kept = read_manifest(tmp_path / "data" / "corpora" / "kid-digits" / "train.jsonl")
+    assert [r.text for r in kept] == ["zero three five", "nine"]
+
+
 def test_commonvoice_layout_with_mp3(tmp_path):
     root = tmp_path / "cv" / "en"
     header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccent"

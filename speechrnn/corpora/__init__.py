@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import CorpusConfig, DataConfig
 from ..errors import InputError, NotFoundError
-from ..manifest import manifest_path
+from ..manifest import manifest_path, write_manifest
 from .fsdd import import_fsdd
 from .importer import ImportOptions, ImportResult, Rejected, split_by_speaker, validate
 from .kaldi import import_kaldi
@@ -67,7 +67,8 @@ def prepare_corpus(cfg: DataConfig, corpus: CorpusConfig, options: ImportOptions
     it) into ``cfg.corpus_dir(corpus)``, unless it is there with the same settings."""
     out = cfg.corpus_dir(corpus)
     settings = {"kind": corpus.kind, "source": corpus.source, "seed": cfg.seed,
-                "format": cfg.format, "ctc_frames_per_second": options.ctc_frames_per_second}
+                "format": cfg.format, "ctc_frames_per_second": options.ctc_frames_per_second,
+                "only_words": list(corpus.only_words)}
     wanted = [manifest_path(out, split, cfg.format) for split in corpus.splits]
     if not force and all(p.exists() for p in wanted) and \
             _up_to_date(out / "prepared.json", settings):
@@ -75,6 +76,12 @@ def prepare_corpus(cfg: DataConfig, corpus: CorpusConfig, options: ImportOptions
     result = import_corpus(corpus.kind, resolve_source(corpus.source, corpora),
                            replace(options, out=out, test_speakers=(), dev_speakers=(),
                                    dev_fraction=None, test_fraction=None))
+    if corpus.only_words:
+        words = set(corpus.only_words)
+        for split, rows in result.manifests.items():
+            kept = [r for r in rows if set(r.text.split()) <= words]
+            result.files[split] = write_manifest(result.files[split], kept)
+            result.manifests[split] = kept
     missing = [s for s in corpus.splits if s not in result.manifests]
     if missing:
         raise InputError(f"data.corpora {corpus.source}: the import has no "
