@@ -1,7 +1,8 @@
 """Transcription speed: audio-seconds transcribed per wall-second, and peak memory.
 
     python bench/transcribe_speed.py [--model DIR] [--manifest M] [--long-minutes 60]
-        [--lm LM.arpa | --lm-from TRAIN.jsonl] [--backends onnx,keras]
+        [--lm LM.arpa | --lm-from TRAIN.jsonl] [--lm-weight W --word-bonus B]
+        [--backends onnx,keras]
 
 For each backend (ONNX Runtime, Keras), in its own process so that each peak RSS is its
 own: features + network + decoding (with word timings) of ``--limit`` utterances already
@@ -57,7 +58,7 @@ def load_lm(arpa: Path | None, source: Path | None):
 
 
 def measure(model: Path, manifest: Path, backend: str, limit: int, lm=None,
-            threads: int = 0) -> list[dict]:
+            threads: int = 0, lm_weight: float = 0.8, word_bonus: float = 1.0) -> list[dict]:
     from speechrnn import fastbeam
     from speechrnn.audio import SAMPLE_RATE, load_audio
     from speechrnn.decoding import DecodingOptions
@@ -79,8 +80,8 @@ def measure(model: Path, manifest: Path, backend: str, limit: int, lm=None,
                 print("beam_lm with flashlight skipped: flashlight-text is not installed",
                       file=sys.stderr)
                 continue
-            runs.append(("beam_lm", engine, 1, DecodingOptions(method="beam", engine=engine),
-                         lm))
+            runs.append(("beam_lm", engine, 1, DecodingOptions(
+                method="beam", engine=engine, lm_weight=lm_weight, word_bonus=word_bonus), lm))
     results = []
     for method, engine, batch, options, run_lm in runs:
         transcriber.lm = run_lm
@@ -156,6 +157,9 @@ def main(argv=None) -> int:
     lm_source.add_argument("--lm", type=Path, help="word LM for beam + LM rows: an ARPA file")
     lm_source.add_argument("--lm-from", type=Path, metavar="MANIFEST",
                            help="word LM for beam + LM rows: a trigram of these transcripts")
+    parser.add_argument("--lm-weight", type=float, default=0.8,
+                        help="LM weight of the beam + LM rows (a recipe's dev-tuned value)")
+    parser.add_argument("--word-bonus", type=float, default=1.0)
     parser.add_argument("--backends", default="onnx,keras",
                         help="comma-separated: onnx, keras (default: both)")
     parser.add_argument("--threads", type=int, default=0,
@@ -169,7 +173,7 @@ def main(argv=None) -> int:
     if args.backend:
         lm = load_lm(args.lm, args.lm_from)
         print(json.dumps(measure(args.model, args.manifest, args.backend, args.limit, lm,
-                                 args.threads)))
+                                 args.threads, args.lm_weight, args.word_bonus)))
         return 0
     long = None
     if args.long_minutes > 0:  # first: RUSAGE_CHILDREN is the peak over all children so far
@@ -183,6 +187,8 @@ def main(argv=None) -> int:
         proc = subprocess.run([sys.executable, __file__, "--model", str(args.model),
                                "--manifest", str(args.manifest), "--limit", str(args.limit),
                                "--backend", backend, "--threads", str(args.threads),
+                               "--lm-weight", str(args.lm_weight),
+                               "--word-bonus", str(args.word_bonus),
                                *lm_args], capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -200,6 +206,7 @@ def main(argv=None) -> int:
             speed["onnx", "greedy", "-", 1] / speed["keras", "greedy", "-", 1], 2)
     if args.lm or args.lm_from:
         report["lm"] = str(args.lm or f"trigram of {args.lm_from}")
+        report["lm_weight"], report["word_bonus"] = args.lm_weight, args.word_bonus
         report["lm_target_audio_s_per_s"] = LM_TARGET
         fast = speed.get(("onnx", "beam_lm", "flashlight", 1))
         slow = speed.get(("onnx", "beam_lm", "python", 1))
