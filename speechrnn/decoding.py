@@ -16,8 +16,8 @@ utterance's the geometric mean over all of them.
 Beam search with a word LM runs in C++ (:mod:`speechrnn.fastbeam`, flashlight-text) when
 ``DecodingOptions.engine`` is ``auto`` or ``flashlight``, flashlight-text is installed and
 the LM has an ARPA file (``lm.arpa_path()``); with ``auto`` it falls back to the Python
-search otherwise, and ``python`` always runs the Python search. The C++ search is built
-once per (LM, alphabet, options) and reused.
+search otherwise, and ``python`` always runs the Python search. The C++ search (its trie and
+loaded LM) is built once per (LM, alphabet) and reused, whatever the options.
 """
 
 from __future__ import annotations
@@ -283,8 +283,9 @@ _searches_lock = threading.Lock()
 
 
 def lexicon_search(alphabet: Alphabet, options: DecodingOptions, lm: WordLM | None):
-    """The C++ beam search (:class:`speechrnn.fastbeam.LexiconBeamSearch`) that ``options``
-    choose for ``lm``, built once and cached; None where the Python search runs instead."""
+    """The C++ beam search (:class:`speechrnn.fastbeam.LexiconBeamSearch`) for ``lm`` when
+    ``options`` choose it, built once per (LM, alphabet) and cached (call it with the
+    options); None where the Python search runs instead."""
     if options.method != "beam" or lm is None or options.engine == "python":
         return None
     from . import fastbeam
@@ -300,12 +301,12 @@ def lexicon_search(alphabet: Alphabet, options: DecodingOptions, lm: WordLM | No
             raise InputError("decoding engine flashlight needs a language model with an "
                              "ARPA file")
         return None
-    key = (alphabet.characters, replace(options, engine="auto"))
-    with _searches_lock:
+    with _searches_lock:  # one trie and one loaded LM per (LM, alphabet), whatever the options
         per_lm = _searches.setdefault(lm, {})
-        if key not in per_lm:
-            per_lm[key] = fastbeam.LexiconBeamSearch(alphabet, arpa_path(), lm.vocab, options)
-        return per_lm[key]
+        if alphabet.characters not in per_lm:
+            per_lm[alphabet.characters] = fastbeam.LexiconBeamSearch(alphabet, arpa_path(),
+                                                                     lm.vocab, options)
+        return per_lm[alphabet.characters]
 
 
 def decode_text(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions,
@@ -314,7 +315,7 @@ def decode_text(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOpti
         return greedy_decode(log_probs, alphabet)
     search = lexicon_search(alphabet, options, lm)
     if search is not None:
-        return search(log_probs)
+        return search(log_probs, options)
     return beam_search(log_probs, alphabet, options, lm)
 
 

@@ -83,12 +83,7 @@ class LexiconBeamSearch:
         if not available():
             raise MissingDependencyError("the fast beam search needs flashlight-text: "
                                          "pip install flashlight-text")
-        from flashlight.lib.text.decoder import (
-            CriterionType,
-            LexiconDecoderOptions,
-            SmearingMode,
-            Trie,
-        )
+        from flashlight.lib.text.decoder import SmearingMode, Trie
         from flashlight.lib.text.decoder.kenlm import KenLM
         from flashlight.lib.text.dictionary import Dictionary
 
@@ -96,7 +91,6 @@ class LexiconBeamSearch:
             raise InputError(f"{arpa}: no such language model file")
         self.alphabet = alphabet
         self.separator = alphabet.encode(" ")[0]
-        self.prune = options.prune
         words = sorted({w for w in vocabulary if w and " " not in w and not alphabet.unknown(w)})
         if not words:
             raise InputError("no word of the language model can be spelled in the alphabet")
@@ -115,24 +109,34 @@ class LexiconBeamSearch:
             self.trie.insert(alphabet.encode(word) + [self.separator], index,
                              self.lm.score(unigram, index)[1])
         self.trie.smear(SmearingMode.MAX)
-        self.decoder_options = LexiconDecoderOptions(
-            beam_size=options.beam_width, beam_size_token=alphabet.size,
-            beam_threshold=BEAM_THRESHOLD, lm_weight=options.lm_weight * LN10,
-            word_score=options.word_bonus, unk_score=-math.inf, sil_score=0.0,
-            log_add=False, criterion_type=CriterionType.CTC)
+        self.options = options
         self._local = threading.local()
 
-    def _decoder(self):
-        decoder = getattr(self._local, "decoder", None)
-        if decoder is None:
-            from flashlight.lib.text.decoder import LexiconDecoder
+    def _decoder(self, options: DecodingOptions):
+        """This thread's decoder for ``options`` (beam width, LM weight, word bonus): cheap
+        to make, sharing the trie and the LM."""
+        from flashlight.lib.text.decoder import (
+            CriterionType,
+            LexiconDecoder,
+            LexiconDecoderOptions,
+        )
 
-            decoder = LexiconDecoder(self.decoder_options, self.trie, self.lm, self.separator,
-                                     self.alphabet.blank, 0, [], False)
-            self._local.decoder = decoder
-        return decoder
+        decoders = self._local.__dict__.setdefault("decoders", {})
+        key = (options.beam_width, options.lm_weight, options.word_bonus)
+        if key not in decoders:
+            settings = LexiconDecoderOptions(
+                beam_size=options.beam_width, beam_size_token=self.alphabet.size,
+                beam_threshold=BEAM_THRESHOLD, lm_weight=options.lm_weight * LN10,
+                word_score=options.word_bonus, unk_score=-math.inf, sil_score=0.0,
+                log_add=False, criterion_type=CriterionType.CTC)
+            decoders[key] = LexiconDecoder(settings, self.trie, self.lm, self.separator,
+                                           self.alphabet.blank, 0, [], False)
+        return decoders[key]
 
-    def __call__(self, log_probs: np.ndarray) -> str:
+    def __call__(self, log_probs: np.ndarray, options: DecodingOptions | None = None) -> str:
+        """The text of one utterance; ``options`` (default: those it was built with) may
+        change the beam width, LM weight, word bonus and prune from call to call."""
+        options = options or self.options
         lp = np.asarray(log_probs, dtype=np.float32)
         if lp.ndim != 2 or lp.shape[1] != self.alphabet.size:
             raise InputError(f"log-probabilities of shape {lp.shape}: expected "
@@ -141,11 +145,11 @@ class LexiconBeamSearch:
             return ""
         frames, size = lp.shape
         emissions = np.full((frames + 1, size), _IMPOSSIBLE, dtype=np.float32)
-        keep = lp >= self.prune
+        keep = lp >= options.prune
         keep[:, self.alphabet.blank] = True
         emissions[:frames][keep] = lp[keep]
         emissions[frames, self.separator] = 0.0  # a final space ends the last word
-        results = self._decoder().decode(emissions.ctypes.data, frames + 1, size)
+        results = self._decoder(options).decode(emissions.ctypes.data, frames + 1, size)
         if not results:
             return ""
         return " ".join(self.words[i] for i in results[0].words if i > 0)
