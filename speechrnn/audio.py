@@ -399,7 +399,14 @@ def prepare_audio(data: np.ndarray, sample_rate: int, target_rate: int = SAMPLE_
 
 
 def save_audio(path: str | os.PathLike, audio: np.ndarray,
-               sample_rate: int = SAMPLE_RATE) -> None:
-    """Write float audio as 16-bit PCM (WAV or FLAC by the file's suffix)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(os.fspath(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16")
+               sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write float audio as mono 16-bit PCM (WAV or FLAC by the file's suffix), whole or
+    not at all."""
+    from .files import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        sf.write(f, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16",
+                 format=path.suffix[1:].upper() or "WAV")
+    return path

@@ -128,16 +128,6 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name, flags=re.ASCII).strip("._")[:80] or "utterance"
 
 
-def write_wav(path: Path, audio, sample_rate: int = WORST_RATE) -> Path:
-    """Float audio as a mono 16-bit PCM WAV file, written whole or not at all."""
-    import numpy as np
-    import soundfile as sf
-
-    with atomic_write(path, "wb") as f:
-        sf.write(f, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    return path
-
-
 def write_worst(out: Path, scores: list[UtteranceScore], rows: Sequence | None = None,
                 n: int = WORST, sample_rate: int = WORST_RATE) -> list[Path]:
     """The ``n`` worst utterances (:func:`worst_first`): their audio, from the manifest
@@ -147,7 +137,7 @@ def write_worst(out: Path, scores: list[UtteranceScore], rows: Sequence | None =
     file's path under ``out``) and problem. An utterance whose audio cannot be read or
     written is in the table with the reason as its problem, without a file: the others
     are still written. Returns the files written, the table first."""
-    from .audio import AudioError, load_audio
+    from .audio import AudioError, load_audio, save_audio
 
     if rows is not None and len(rows) != len(scores):
         raise ValueError(f"{len(rows)} manifest rows for {len(scores)} scores")
@@ -165,7 +155,7 @@ def write_worst(out: Path, scores: list[UtteranceScore], rows: Sequence | None =
         else:
             path = folder / f"{rank:0{width}d}_{_file_stem(name)}.wav"
             try:
-                write_wav(path, load_audio(row.audio, sample_rate, *row.segment), sample_rate)
+                save_audio(path, load_audio(row.audio, sample_rate, *row.segment), sample_rate)
                 audio_file = f"{folder.name}/{path.name}"
                 files.append(path)
             except Exception as err:  # one bad file never stops the report
