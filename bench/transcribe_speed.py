@@ -67,7 +67,7 @@ def measure(model: Path, manifest: Path, backend: str, limit: int, lm=None,
     from speechrnn.text import normalize_text
     from speechrnn.transcribe import load_model
 
-    transcriber = load_model(model, backend=backend, threads=threads)
+    transcriber = load_model(model, backend=backend, threads=threads, options=DecodingOptions())
     rows = read_manifest(manifest)[:limit]
     audios = [load_audio(r.audio) for r in rows]
     references = [normalize_text(r.text) for r in rows]

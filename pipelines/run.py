@@ -6,8 +6,9 @@
 prepare: import or synthesise the corpus and print its statistics. train: train (or resume)
 the model, tracked in MLflow and registered. evaluate: WER/CER on the test manifest,
 greedy and beam search with the recipe's word LM (training transcripts and eval.lm_text),
-its weight and word bonus chosen on dev when eval.tune_* list values to try; the reports are
-logged to the training run. transcribe: one held-out test file, with word timings. The
+its weight and word bonus chosen on dev when eval.tune_* list values to try, then saved with
+the model as its default decoding (and registered again); the reports are logged to the
+training run. transcribe: one held-out test file, with word timings. The
 default config needs no network and no corpus: synthetic voices, held out by voice.
 """
 
@@ -100,6 +101,12 @@ def run(cfg, stages: list[str], args) -> int:
             print(f"LM weight {best.lm_weight:g}, word bonus {best.word_bonus:g}: chosen on "
                   f"dev among {len(table)} pairs (dev WER {100 * min(r['wer'] for r in table):.1f}"
                   f" %; table in {model_dir.parent / 'lm_tuning.tsv'})")
+        if decodings["beam"].lm is not None:
+            pipeline.bundle(cfg, decodings["beam"], run_id)
+            print(f"beam {decodings['beam'].options.beam_width} + word LM saved with the model "
+                  f"(decoding.json, lm.arpa): transcribe and serve decode that way"
+                  + (" (registered again as a new version)" if run_id and cfg.tracking.enabled
+                     else ""))
         for name in ("test", *cfg.eval.extra_sets):
             for decoding in decodings.values():
                 tag = "" if name == "test" else f"-{name}"

@@ -157,15 +157,20 @@ def cmd_train(args) -> int:
 
 
 def _decoding(args):
-    """The :class:`~speechrnn.decoding.Decoding` of the shared decoding flags."""
+    """The :class:`~speechrnn.decoding.Decoding` of the shared decoding flags; None (the
+    model's own decoding, else greedy) when no flag chooses one."""
     from .decoding import Decoding, DecodingOptions
     from .lm import WordLM
 
     if args.lm and (args.lm_from or args.lm_text):
         raise InputError("--lm (an ARPA file) or --lm-from/--lm-text (build one), not both")
+    wants_lm = bool(args.lm or args.lm_from or args.lm_text)
+    if args.decoder is None and not wants_lm:
+        return None
     lm = WordLM.load(args.lm) if args.lm else \
         WordLM.from_sources(args.lm_from, args.lm_text, order=args.lm_order)
-    return Decoding(DecodingOptions(method=args.decoder, beam_width=args.beam_width,
+    method = args.decoder or ("beam" if wants_lm else "greedy")
+    return Decoding(DecodingOptions(method=method, beam_width=args.beam_width,
                                     lm_weight=args.lm_weight, word_bonus=args.word_bonus,
                                     engine=args.engine), lm)
 
@@ -325,7 +330,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    "runs:/<run_id>/model or models:/<name>/<version>")
     p.add_argument("--backend", choices=("auto", "onnx", "keras"), default="auto",
                    help="network runtime (auto: ONNX Runtime when installed)")
-    p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
+    p.add_argument("--decoder", choices=("greedy", "beam"),
+                   help="default: the model's own (beam + LM when its recipe saved one, "
+                   "decoding.json), else greedy; beam when an LM is given")
     p.add_argument("--beam-width", type=int, default=EvalConfig.beam_width)
     p.add_argument("--lm-from", type=Path, action="append", default=[],
                    help="word LM from these manifests' transcripts (beam; repeatable)")

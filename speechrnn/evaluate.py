@@ -86,11 +86,19 @@ def evaluate_model(transcriber, rows, options=None, progress: bool | None = None
     """Transcribe manifest ``rows`` with a :class:`~speechrnn.transcribe.Transcriber` and
     score them: (ErrorRates, [UtteranceScore]). An utterance whose audio cannot be read is
     reported on one line and scored as an empty hypothesis (every word deleted)."""
+    return evaluate_each(transcriber, rows, [options], progress, batch_size)[0]
+
+
+def evaluate_each(transcriber, rows, choices, progress: bool | None = None,
+                  batch_size: int = 16, label: str = "evaluating"):
+    """:func:`evaluate_model` with each of several decoding options (None: the
+    transcriber's own), the network run once per utterance: a (ErrorRates,
+    [UtteranceScore]) per option."""
     from .audio import AudioError, load_audio
     from .progress import progress_bar
 
-    hyps: dict[int, tuple[str, float | None]] = {}
-    with progress_bar(len(rows), "evaluating", progress) as bar:
+    hyps: list[dict[int, tuple[str, float | None]]] = [{} for _ in choices]
+    with progress_bar(len(rows), label, progress) as bar:
         for start in range(0, len(rows), batch_size):
             audios, index = [], []
             for i in range(start, min(start + batch_size, len(rows))):
@@ -100,16 +108,21 @@ def evaluate_model(transcriber, rows, options=None, progress: bool | None = None
                     index.append(i)
                 except AudioError as err:
                     print(f"skipped {err}")
-                    hyps[i] = ("", None)
-            for i, h in zip(index, transcriber.transcribe_batch(audios, options) if audios
-                            else []):
-                hyps[i] = (h.text, h.confidence)
+                    for found in hyps:
+                        found[i] = ("", None)
+            each = transcriber.transcribe_batch_each(audios, list(choices)) if audios else \
+                [[] for _ in choices]
+            for found, batch in zip(hyps, each):
+                found.update((i, (h.text, h.confidence)) for i, h in zip(index, batch))
             bar.update(min(batch_size, len(rows) - start))
     refs = [_normal(r.text) for r in rows]
-    texts = [_normal(hyps[i][0]) for i in range(len(rows))]
-    scores = score_utterances([r.id for r in rows], refs, texts,
-                              [hyps[i][1] for i in range(len(rows))])
-    return error_rates(refs, texts), scores
+    results = []
+    for found in hyps:
+        texts = [_normal(found[i][0]) for i in range(len(rows))]
+        scores = score_utterances([r.id for r in rows], refs, texts,
+                                  [found[i][1] for i in range(len(rows))])
+        results.append((error_rates(refs, texts), scores))
+    return results
 
 
 def word_errors(scores: list[UtteranceScore]) -> Counter:
@@ -138,17 +151,12 @@ def tune_lm(transcriber, rows, pairs, progress: bool | None = None):
     CER, then the pair listed first) and a dict per pair (weight, bonus, WER, CER)."""
     from dataclasses import replace
 
-    from .progress import progress_bar
-
     base = replace(transcriber.options, method="beam")
-    table = []
-    with progress_bar(len(pairs), "tuning the LM weight on dev", progress) as bar:
-        for weight, bonus in pairs:
-            options = replace(base, lm_weight=weight, word_bonus=bonus)
-            rates, _ = evaluate_model(transcriber, rows, options, progress=False)
-            table.append({"lm_weight": weight, "word_bonus": bonus, "wer": rates.wer,
-                          "cer": rates.cer})
-            bar.update(1)
+    choices = [replace(base, lm_weight=weight, word_bonus=bonus) for weight, bonus in pairs]
+    # the network runs once per utterance; each pair only decodes again
+    results = evaluate_each(transcriber, rows, choices, progress,
+                            label=f"tuning the LM weight on dev ({len(pairs)} pairs)")
+    table = [{"lm_weight": o.lm_weight, "word_bonus": o.word_bonus, "wer": rates.wer,
+              "cer": rates.cer} for o, (rates, _) in zip(choices, results)]
     best = min(range(len(table)), key=lambda i: (table[i]["wer"], table[i]["cer"], i))
-    return replace(base, lm_weight=table[best]["lm_weight"],
-                   word_bonus=table[best]["word_bonus"]), table
+    return choices[best], table

@@ -27,7 +27,7 @@ from .config import Config
 from .decoding import Decoding
 from .evaluate import ErrorRates, UtteranceScore
 
-__all__ = ["Decoding", "Report", "evaluate", "features", "find_audio", "load", "prepare",
+__all__ = ["Decoding", "Report", "bundle", "evaluate", "features", "find_audio", "load", "prepare",
            "recipe_decoding", "train", "transcribe", "tune_lm"]
 
 
@@ -112,11 +112,35 @@ def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
     return replace(decoding, options=options), table
 
 
+def bundle(cfg: Config, decoding: Decoding, run_id: str | None = None) -> list[Path]:
+    """Make ``decoding`` (a recipe's beam search, LM and dev-tuned weights) the default of
+    its trained model: written into the model directory (:meth:`Decoding.save`), so that
+    ``speechrnn transcribe`` and ``serve`` use it unasked. With ``run_id`` (tracking on),
+    the model is logged to that run again, with it, and registered as a new version under
+    the same name; ``mlflow.json`` then names that version. Returns the files written."""
+    import json
+
+    from .files import atomic_write_text
+
+    model_dir = cfg.model_dir
+    files = decoding.save(model_dir)
+    if run_id and cfg.tracking.enabled:
+        from .tracking import experiment_name, log_model_to_run
+
+        info = log_model_to_run(run_id, model_dir,
+                                cfg.tracking.register_as or experiment_name(cfg),
+                                cfg.tracking.uri)
+        atomic_write_text(model_dir / "mlflow.json", json.dumps({"run_id": run_id, **info}) +
+                          "\n")
+    return files
+
+
 def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bool = True):
     """A :class:`speechrnn.transcribe.Transcriber` for a model directory, a
     ``runs:/<run_id>/model`` or ``models:/<name>/<version>`` URI, or a config (its trained
-    model); a ready transcriber is returned as it is. ``vad=False``: decode every sound as
-    speech (noise and tones too)."""
+    model); a ready transcriber is returned as it is. ``decoding`` None: the model's own
+    (:meth:`Decoding.save`), else greedy. ``vad=False``: decode every sound as speech
+    (noise and tones too)."""
     from .transcribe import Transcriber, load_model
     from .vad import VadOptions
 
@@ -124,7 +148,8 @@ def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bo
         return model
     if isinstance(model, Config):
         model = model.model_dir
-    decoding = decoding or Decoding()
+    if decoding is None:  # the model's own decoding (decoding.json), else greedy
+        return load_model(model, backend=backend, vad=VadOptions(enabled=vad))
     return load_model(model, backend=backend, options=decoding.options, lm=decoding.lm,
                       vad=VadOptions(enabled=vad))
 
@@ -165,8 +190,8 @@ def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
     from .manifest import read_manifest
     from .report import write_report
 
-    decoding = decoding or Decoding()
     transcriber = load(model, decoding, backend, vad)
+    decoding = Decoding(transcriber.options, transcriber.lm)
     rates, scores = evaluate_model(transcriber, read_manifest(manifest), progress=progress)
     report = Report(str(model.model_dir if isinstance(model, Config) else model),
                     str(manifest), decoding, transcriber.backend, rates, scores,

@@ -27,7 +27,7 @@ import numpy as np
 
 from .audio import AudioError, load_audio, prepare_audio, stream_audio
 from .config import output_frames
-from .decoding import DecodingOptions, Hypothesis, decode
+from .decoding import Decoding, DecodingOptions, Hypothesis, decode
 from .errors import InputError, MissingDependencyError
 from .features import CMVN, FeatureExtractor
 from .model_dir import read_model_dir, resolve_model
@@ -63,7 +63,7 @@ class Transcriber:
 
     model_dir: Path
     backend: str = "auto"  # auto | onnx | keras
-    options: DecodingOptions = DecodingOptions()
+    options: DecodingOptions | None = None  # None: the model's own (decoding.json), or greedy
     lm: object = None  # a speechrnn.lm.WordLM for beam search
     chunking: ChunkOptions = ChunkOptions()
     batch_size: int = 8
@@ -76,6 +76,10 @@ class Transcriber:
         files = read_model_dir(self.model_dir)
         self.model_dir = files.path
         self.features, self.alphabet, self.meta = files.features, files.alphabet, files.meta
+        if self.options is None:
+            own = Decoding.of_model(files.path) if self.lm is None else None
+            self.options, self.lm = (own.options, own.lm) if own else \
+                (DecodingOptions("beam" if self.lm is not None else "greedy"), self.lm)
         self.stride, self.frame_seconds = files.stride, files.frame_seconds
         if self.edge_pad_s is None:  # what the recipe chose on dev (eval.edge_pad_s)
             self.edge_pad_s = float(self.meta.get("edge_pad_s", 0.0))
@@ -157,10 +161,16 @@ class Transcriber:
         """Short utterances (model-rate arrays) through the network together; word edges
         snapped to the sound (:func:`snap_to_speech`). Audio without speech gives an empty
         hypothesis, and words that do not touch speech are dropped (``vad``)."""
+        return self.transcribe_batch_each(audios, [options])[0]
+
+    def transcribe_batch_each(self, audios: list[np.ndarray],
+                              choices: list[DecodingOptions | None]) -> list[list[Hypothesis]]:
+        """:meth:`transcribe_batch` with each of several decoding options (e.g. LM weights
+        tried on dev), the network run once: a list of hypotheses per option."""
         regions = [speech_regions(a, self.sample_rate, self.vad) if self.vad.enabled else None
                    for a in audios]
         run = [i for i, r in enumerate(regions) if r is None or r]
-        hyps = [Hypothesis("")] * len(audios)
+        hyps = [[Hypothesis("")] * len(audios) for _ in choices]
         if not run:
             return hyps
         # BLAS threads left spinning after the feature matmuls steal the cores ONNX Runtime's
@@ -170,11 +180,13 @@ class Transcriber:
                       for i in run]
             for i, (a, lead), lp in zip(run, padded, self.log_probs_batch(
                     [a for a, _ in padded])):
-                hyp = snap_to_speech(self.decode(lp, options), a, self.sample_rate,
-                                     self.features.frames_per_second)
-                if lead:
-                    hyp = _unpad(hyp, lead / self.sample_rate, len(audios[i]) / self.sample_rate)
-                hyps[i] = hyp if regions[i] is None else _keep_speech(hyp, regions[i])
+                for out, options in zip(hyps, choices):
+                    hyp = snap_to_speech(self.decode(lp, options), a, self.sample_rate,
+                                         self.features.frames_per_second)
+                    if lead:
+                        hyp = _unpad(hyp, lead / self.sample_rate,
+                                     len(audios[i]) / self.sample_rate)
+                    out[i] = hyp if regions[i] is None else _keep_speech(hyp, regions[i])
         return hyps
 
     def _run(self, pending, options) -> list[Hypothesis]:

@@ -114,3 +114,21 @@ def test_lm_command_builds_an_arpa_that_evaluate_and_transcribe_take(tmp_path, c
     assert main(["transcribe", "--model", str(tmp_path), "--decoder", "beam", "--lm", str(out),
                  "--lm-text", str(text), str(text)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_decoding_flags_default_to_the_models_own(tmp_path):
+    """No decoding flag: the model's saved decoding (else greedy); an LM alone means beam."""
+    from speechrnn.cli import _decoding, build_parser
+    from speechrnn.lm import WordLM
+
+    def flags(*args):
+        return _decoding(build_parser().parse_args(["transcribe", "--model", "m", *args,
+                                                    "a.wav"]))
+
+    assert flags() is None
+    assert flags("--decoder", "greedy").options.method == "greedy"
+    assert flags("--decoder", "beam").lm is None
+    arpa = WordLM.from_texts(["one two three"], order=2).write_arpa(tmp_path / "lm.arpa")
+    chosen = flags("--lm", str(arpa), "--lm-weight", "0.4")
+    assert chosen.options.method == "beam" and chosen.options.lm_weight == 0.4
+    assert chosen.lm.vocab == {"one", "two", "three"}

@@ -92,3 +92,25 @@ def test_evaluate_command_reports_and_logs_to_the_run(trained, tmp_path, capsys)
     assert main(["evaluate", "--model", str(trained.model_dir), "--manifest", str(test),
                  "--decoder", "greedy", "--lm-text", str(tmp_path / "lm.txt")]) == 2
     assert "needs --decoder beam" in capsys.readouterr().err
+
+
+def test_several_decodings_score_as_each_alone(trained):
+    from speechrnn.decoding import DecodingOptions
+    from speechrnn.evaluate import evaluate_each, evaluate_model, tune_lm
+    from speechrnn.lm import WordLM
+    from speechrnn.manifest import read_manifest
+    from speechrnn.transcribe import load_model
+
+    rows = read_manifest(trained.corpus / "dev.jsonl")
+    lm = WordLM.from_texts([r.text for r in read_manifest(trained.corpus / "train.jsonl")])
+    model = load_model(trained.model_dir, lm=lm)
+    choices = [DecodingOptions(), DecodingOptions("beam", lm_weight=0.3, word_bonus=0.0),
+               DecodingOptions("beam", lm_weight=2.0, word_bonus=1.0)]
+    together = evaluate_each(model, rows, choices, progress=False)
+    for options, (rates, scores) in zip(choices, together):
+        alone = evaluate_model(model, rows, options, progress=False)
+        assert rates == alone[0] and scores == alone[1]
+    best, table = tune_lm(model, rows, [(0.3, 0.0), (2.0, 1.0)], progress=False)
+    assert [t["wer"] for t in table] == [together[1][0].wer, together[2][0].wer]
+    assert (best.lm_weight, best.word_bonus) in ((0.3, 0.0), (2.0, 1.0))
+    assert best.method == "beam"

@@ -16,28 +16,60 @@ def env_for(uri: str) -> dict:
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
 
 
-def test_run_py_evaluates_and_transcribes_a_trained_model(trained):
-    proc = subprocess.run([sys.executable, "pipelines/run.py", "--config", str(trained.config),
+def test_run_py_evaluates_and_transcribes_a_trained_model(trained, tmp_path):
+    """The evaluate stage tunes the LM weights on dev and saves the chosen decoding with the
+    model, registered again; run on a copy of the trained run and its store (they change)."""
+    import json
+
+    import mlflow
+
+    from speechrnn.tracking import download_model
+    from speechrnn.transcribe import load_model
+
+    store = Path(trained.uri.removeprefix("sqlite:///"))
+    shutil.copy(store, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = yaml.safe_load(Path(trained.config).read_text())
+    shutil.copytree(config["train"]["workdir"], tmp_path / "run")
+    config["train"]["workdir"] = str(tmp_path / "run")
+    config["tracking"]["uri"] = uri
+    copy = tmp_path / Path(trained.config).name  # its name names the registered model
+    copy.write_text(yaml.safe_dump(config))
+    model_dir = tmp_path / "run" / "model"
+    assert not (model_dir / "decoding.json").exists()
+    proc = subprocess.run([sys.executable, "pipelines/run.py", "--config", str(copy),
                            "--stages", "evaluate,transcribe", "--quiet",
                            "--set", "eval.tune_lm_weights=[0.2, 1.0]",
                            "--set", "eval.tune_word_bonuses=[0.0, 2.0]"], cwd=ROOT,
-                          capture_output=True, text=True, env=env_for(trained.uri))
+                          capture_output=True, text=True, env=env_for(uri))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "test (greedy): WER" in out and "test (beam 16 + word LM): WER" in out
     assert "chosen on dev among 4 pairs" in out
-    table = (trained.model_dir.parent / "lm_tuning.tsv").read_text().splitlines()
+    table = (tmp_path / "run" / "lm_tuning.tsv").read_text().splitlines()
     assert table[0] == "lm_weight\tword_bonus\twer\tcer" and len(table) == 5
     assert "reference:" in out and "hypothesis:" in out
     assert f"run {trained.run_id}" in out and "speechrnn ui" in out
-    import mlflow
-
-    metrics = mlflow.MlflowClient(trained.uri).get_run(trained.run_id).data.metrics
+    client = mlflow.MlflowClient(uri)
+    metrics = client.get_run(trained.run_id).data.metrics
     assert {"test_greedy_wer", "test_beam_lm_wer", "test_greedy_cer"} <= set(metrics)
     assert metrics["dev_tuned_lm_weight"] in (0.2, 1.0)
     assert metrics["dev_tuned_word_bonus"] in (0.0, 2.0)
     chosen = [r.split("\t") for r in table[1:]]
     assert min(float(r[2]) for r in chosen) == pytest.approx(metrics["dev_tuned_wer"], abs=1e-4)
+    # the tuned beam search + LM is now the model's own, and registered as version 2
+    assert "saved with the model" in out and "registered again" in out
+    saved = json.loads((model_dir / "decoding.json").read_text())
+    assert saved["method"] == "beam" and saved["lm"] == "lm.arpa"
+    assert (saved["lm_weight"], saved["word_bonus"]) == (metrics["dev_tuned_lm_weight"],
+                                                         metrics["dev_tuned_word_bonus"])
+    assert load_model(model_dir).options.lm_weight == saved["lm_weight"]
+    versions = client.search_model_versions(f"name='{trained.name}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert json.loads((model_dir / "mlflow.json").read_text())["version"] == 2
+    assert client.get_run(trained.run_id).info.status == "FINISHED"
+    registered = download_model(f"models:/{trained.name}/2", uri)
+    assert (registered / "lm.arpa").is_file() and (registered / "decoding.json").is_file()
 
 
 def test_prepare_stage_loads_neither_tensorflow_nor_mlflow(trained):

@@ -210,3 +210,28 @@ def test_fsdd_single_digits_trimmed_tight_as_well_as_with_quiet_around(tmp_path)
                            str(fsdd_model()), str(tmp_path / "digit.wav")],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == refs[i], proc.stderr
+
+
+def test_a_model_decodes_as_its_saved_decoding_says(trained, tmp_path):
+    import shutil
+
+    import speechrnn
+    from speechrnn.decoding import Decoding, DecodingOptions
+    from speechrnn.lm import WordLM
+
+    model = shutil.copytree(trained.model_dir, tmp_path / "model")
+    rows = read_manifest(trained.corpus / "test.jsonl")
+    audio = rows[0].audio
+    greedy = speechrnn.load_model(model)
+    assert greedy.options.method == "greedy" and greedy.lm is None
+    lm = WordLM.from_texts([r.text for r in read_manifest(trained.corpus / "train.jsonl")])
+    Decoding(DecodingOptions(method="beam", beam_width=8, lm_weight=0.5), lm).save(model)
+    own = speechrnn.load_model(model)
+    assert own.options.method == "beam" and own.options.lm_weight == 0.5
+    assert own.lm is not None and own.lm.vocab == lm.vocab
+    expected = own.transcribe(audio, options=DecodingOptions(
+        method="beam", beam_width=8, lm_weight=0.5)).text
+    assert own.transcribe(audio).text == expected
+    asked = speechrnn.load_model(model, options=DecodingOptions())  # what the caller asks
+    assert asked.options.method == "greedy" and asked.lm is None
+    assert asked.transcribe(audio).text == greedy.transcribe(audio).text

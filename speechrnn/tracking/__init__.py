@@ -10,7 +10,8 @@ Here: the store's URI, the experiment a config logs to, the tracker a config ask
 methods all do nothing: :class:`NullTracker` is tracking switched off). The MLflow-backed
 names load on first use:
 
-- ``runs``: :class:`Tracker` (one MLflow run) and :func:`log_to_run`;
+- ``runs``: :class:`Tracker` (one MLflow run), :func:`log_to_run` and
+  :func:`log_model_to_run`;
 - ``registry``: logged models, :func:`download_model`, :func:`served_model_uri`,
   :func:`load_pyfunc`, ``SIGNATURE``, :func:`pinned_requirements`;
 - ``servers``: :func:`ui_command` for ``speechrnn ui``, :func:`scoring_app` for
@@ -36,6 +37,7 @@ DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 _LAZY = {
     "Tracker": "runs",
     "log_to_run": "runs",
+    "log_model_to_run": "runs",
     "download_model": "registry",
     "served_model_uri": "registry",
     "load_pyfunc": "registry",

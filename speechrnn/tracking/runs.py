@@ -256,10 +256,7 @@ class Tracker(RunTracker):
 
     @staticmethod
     def _log_model(model_dir: Path, registered_name: str | None) -> dict:
-        info = log_pyfunc(model_dir, registered_name)
-        return {"model_uri": info.model_uri,
-                "registered_name": registered_name,
-                "version": getattr(info, "registered_model_version", None)}
+        return _model_info(log_pyfunc(model_dir, registered_name), registered_name)
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run. The calls still kept are tried once more (with ``backoff``), then
@@ -347,3 +344,25 @@ def log_to_run(run_id: str, metrics: dict[str, float], files: list[Path],
     for f in files:
         client.log_artifact(run_id, str(f), artifact_path)
     return run_id
+
+
+def log_model_to_run(run_id: str, model_dir: Path, registered_name: str | None = None,
+                     uri: str | None = None) -> dict:
+    """Log ``model_dir`` to an existing (finished) run once more, e.g. with the decoding
+    chosen after training, and register it as a new version; the run keeps its status.
+    Returns what :meth:`Tracker.log_model` returns."""
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    client = mlflow.MlflowClient()
+    try:
+        status = client.get_run(run_id).info.status
+    except mlflow.exceptions.MlflowException:
+        raise ValueError(f"MLflow run {run_id!r} not found in {tracking_uri(uri)}") from None
+    with mlflow.start_run(run_id=run_id):
+        info = _model_info(log_pyfunc(model_dir, registered_name), registered_name)
+    client.set_terminated(run_id, status)
+    return info
+
+
+def _model_info(info, registered_name: str | None) -> dict:
+    return {"model_uri": info.model_uri, "registered_name": registered_name,
+            "version": getattr(info, "registered_model_version", None)}
