@@ -295,6 +295,8 @@ def config_digest(cfg: Config) -> str:
         # a config without further corpora or weights: the digest it had before they were
         # settings, so that runs started then still resume
         del keep["data.corpora"], keep["data.train_weight"]
+    if not keep.get("batch.sortagrad"):  # likewise: the digest it had before SortaGrad
+        keep.pop("batch.sortagrad", None)
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     for path in (*cfg.data.training_manifests(), cfg.data.manifest("dev")):
         h.update(path.read_bytes())

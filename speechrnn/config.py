@@ -90,10 +90,16 @@ class BatchConfig:
     vtlp: float = 0.0  # > 0: each training item's frequencies warped by 1 +- up to this
     tempo: float = 0.0  # > 0: each training item's frames resampled to between 1 / (1 + tempo)
     # and (1 + tempo) times its length: slower and faster speech, pitch and formants kept
+    # SortaGrad (Deep Speech 2): the first epoch's batches shortest first, later ones
+    # shuffled; memory only (a shard set streams, it cannot be read in order of length)
+    sortagrad: bool = False
 
     def __post_init__(self):
         if self.source not in ("memory", "shards"):
             raise ConfigError(f"batch.source must be memory|shards, not {self.source!r}")
+        if self.sortagrad and self.source != "memory":
+            raise ConfigError("batch.sortagrad needs batch.source: memory (a shard set is "
+                              "streamed and cannot be read in order of length)")
         if not 0.0 <= self.vtlp <= 0.3:
             raise ConfigError(f"batch.vtlp must be in [0, 0.3], not {self.vtlp}")
         if not 0.0 <= self.tempo <= 1.0:

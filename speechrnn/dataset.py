@@ -31,6 +31,10 @@ index, copy), so an item gets the same warp from either source and two copies of
 epoch different ones) and the bucketing and padding (:func:`_batches`). The batches of a
 training epoch depend only on (seed, epoch) (and the weights), so ``ds.skip(step)``
 resumes an epoch exactly.
+
+SortaGrad (``batch.sortagrad``, in memory): the first epoch (0) draws the same items, sorted
+by their length as extracted (:func:`epoch_items`; tempo then moves lengths a little), and
+cuts them into batches in that order; later epochs are as without it.
 """
 
 from __future__ import annotations
@@ -245,20 +249,27 @@ def copies_of(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return items, (np.arange(len(items)) - first).astype(np.int32)
 
 
-def epoch_items(n: int, seed: int, epoch: int, weights=None) -> tuple[np.ndarray, np.ndarray]:
+def epoch_items(n: int, seed: int, epoch: int, weights=None,
+                lengths=None) -> tuple[np.ndarray, np.ndarray]:
     """``(items, copies)`` of training epoch ``epoch`` in order: the items drawn (see
     :func:`epoch_counts`), each with its copy number (0 for the first copy of an item),
     shuffled. Fixed by (seed, epoch), so that a resumed run sees the very batches the
     interrupted one would have. Without weights (or all 1.0), a permutation of the ``n``
-    items, copies 0."""
+    items, copies 0. ``lengths`` (SortaGrad: each item's length): the same draws sorted,
+    shortest first (equal lengths in their shuffled order)."""
     rng = np.random.default_rng([seed, epoch])
     if uniform(weights):
-        return rng.permutation(n).astype(np.int32), np.zeros(n, np.int32)
-    if len(weights) != n:
+        items, copies = rng.permutation(n).astype(np.int32), np.zeros(n, np.int32)
+    elif len(weights) != n:
         raise InputError(f"{len(weights)} sampling weights for {n} items")
-    items, copies = copies_of(epoch_counts(weights, seed, epoch))
-    order = rng.permutation(len(items))
-    return items[order], copies[order]
+    else:
+        items, copies = copies_of(epoch_counts(weights, seed, epoch))
+        order = rng.permutation(len(items))
+        items, copies = items[order], copies[order]
+    if lengths is not None:
+        order = np.argsort(np.asarray(lengths)[items], kind="stable")
+        items, copies = items[order], copies[order]
+    return items, copies
 
 
 def epoch_order(n: int, seed: int, epoch: int, weights=None) -> np.ndarray:
@@ -313,11 +324,14 @@ def augmentation(config: BatchConfig, seed: int, epoch: int,
 
 
 def _batches(ds: tf.data.Dataset, lengths, config: BatchConfig, n_features: int,
-             key: str = "feature_lengths", weights=None) -> tf.data.Dataset:
+             key: str = "feature_lengths", weights=None, sorted_items=None) -> tf.data.Dataset:
     """Items -> padded batches of ``config.batch_size`` items of similar length (buckets:
     quantiles of ``lengths``, the items' frame counts, under their sampling ``weights``),
     prefetched. ``key``: the item field bucketing reads; any field besides
-    :data:`BATCH_KEYS` is dropped after batching."""
+    :data:`BATCH_KEYS` is dropped after batching. ``sorted_items``: the items' indices as
+    they come, shortest first (SortaGrad): then each bucket's items are cut into batches
+    in that order and each batch goes as soon as it is whole, so that batch lengths never
+    decrease (the same buckets, so as many batches)."""
     boundaries = bucket_boundaries(list(lengths), config.buckets,
                                    None if uniform(weights) else weights)
     shapes = {"features": [None, n_features], "labels": [None], "feature_lengths": [],
@@ -326,13 +340,25 @@ def _batches(ds: tf.data.Dataset, lengths, config: BatchConfig, n_features: int,
                "index": 0}
     if key not in shapes:
         shapes[key], padding[key] = [], 0
-    ds = ds.bucket_by_sequence_length(
-        element_length_func=lambda e: e[key],
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
-        padded_shapes=shapes,
-        padding_values=padding,
-    )
+    if sorted_items is None:
+        ds = ds.bucket_by_sequence_length(
+            element_length_func=lambda e: e[key],
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=[config.batch_size] * (len(boundaries) + 1),
+            padded_shapes=shapes,
+            padding_values=padding,
+        )
+    else:
+        bucket = np.searchsorted(boundaries, np.asarray(lengths)[sorted_items], side="right")
+        place = np.arange(len(bucket)) - np.searchsorted(bucket, bucket)  # in its bucket
+        batch = np.cumsum(place % config.batch_size == 0) - 1  # each item's batch
+        sizes = tf.constant(np.bincount(batch), tf.int64)
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(batch)))
+        ds = ds.group_by_window(
+            key_func=lambda e, b: b,
+            reduce_func=lambda b, items: items.map(lambda e, _: e).padded_batch(
+                config.batch_size, shapes, padding),
+            window_size_func=lambda b: sizes[b])
     if key not in BATCH_KEYS:
         ds = ds.map(lambda b: {k: b[k] for k in BATCH_KEYS})
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -345,9 +371,13 @@ def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchCon
     ``examples``: features in memory (:class:`Examples`) or a shard set to stream
     (:class:`~speechrnn.shards.ShardIndex`). The batches of a training epoch depend only on
     (``seed``, ``epoch``); its items are drawn by their sampling weights (``weights`` of
-    either, see :func:`epoch_counts`).
+    either, see :func:`epoch_counts`). With ``config.sortagrad`` the first training epoch
+    (0) comes shortest first (in memory only).
     """
     if isinstance(examples, ShardIndex):
+        if training and config.sortagrad:
+            raise InputError("batch.sortagrad needs the features in memory (batch.source: "
+                             "memory): a shard set cannot be streamed in order of length")
         return _stream(examples, config, training, seed, epoch)
     if not len(examples):
         raise InputError("no usable utterances to batch")
@@ -360,8 +390,11 @@ def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchCon
         return {"features": t["features"][f0:f0 + n], "labels": t["labels"][l0:l0 + m],
                 "feature_lengths": n, "label_lengths": m, "index": i, "copy": copy}
 
+    lengths = [len(f) for f in examples.features]
+    sortagrad = training and config.sortagrad and epoch == 0  # the first epoch shortest first
     if training:
-        order, copies = epoch_items(len(examples), seed, epoch, examples.weights)
+        order, copies = epoch_items(len(examples), seed, epoch, examples.weights,
+                                    lengths if sortagrad else None)
     else:
         order = np.arange(len(examples), dtype=np.int32)
         copies = np.zeros_like(order)
@@ -374,8 +407,8 @@ def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchCon
         if augment is not None:
             ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(lambda e: {k: e[k] for k in BATCH_KEYS})
-    return _batches(ds, [len(f) for f in examples.features], config, n_feat,
-                    weights=examples.weights)
+    return _batches(ds, lengths, config, n_feat, weights=examples.weights,
+                    sorted_items=order if sortagrad else None)
 
 
 # --------------------------------------------------------------------------- shards

@@ -307,3 +307,71 @@ def test_bucket_edges_follow_the_weighted_lengths():
     # the short half drawn 3 times as often: the median of the drawn items moves down
     weights = np.array([3.0] * 50 + [1.0] * 50)
     assert bucket_boundaries(lengths, 2, weights) == [134]  # 34 short items: half the draws
+
+
+# --------------------------------------------------------------------------- SortaGrad
+
+
+def test_sortagrad_sorts_the_first_epoch_only(rows):
+    from dataclasses import replace
+
+    from speechrnn.dataset import count_batches
+
+    ex = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3)
+    plain = BatchConfig(batch_size=3, buckets=3, spec_augment=SpecAugmentConfig(True))
+    sorta = replace(plain, sortagrad=True)
+    assert not BatchConfig().sortagrad
+
+    def batches(cfg, epoch, skip=0):
+        ds = make_dataset(ex, cfg, training=True, seed=2, epoch=epoch)
+        return [(b["index"].numpy().tolist(), b["feature_lengths"].numpy().tolist(),
+                 b["features"].numpy()) for b in ds.skip(skip)]
+
+    def items(epoch):  # index -> features as augmented
+        return {i: f[j, :n] for idx, ns, f in epoch for j, (i, n) in enumerate(zip(idx, ns))}
+
+    first, unsorted = batches(sorta, 0), batches(plain, 0)
+    lengths = [n for _, ns, _ in first for n in ns]
+    assert lengths == sorted(lengths)  # shortest first: batch lengths never decrease
+    assert [max(ns) for _, ns, _ in first] == sorted(max(ns) for _, ns, _ in first)
+    assert [max(ns) for _, ns, _ in unsorted] != sorted(max(ns) for _, ns, _ in unsorted)
+    held, shuffled = items(first), items(unsorted)  # the same items, augmented alike
+    assert sorted(held) == sorted(shuffled) == list(range(len(ex)))
+    assert all(np.array_equal(held[i], shuffled[i]) for i in held)
+    assert len(first) == len(unsorted) == count_batches(ex, sorta)
+    assert [i for i, _, _ in batches(sorta, 0, skip=2)] == [i for i, _, _ in first[2:]]
+    for epoch in (1, 2):  # later epochs: exactly the epochs without it
+        a, b = batches(sorta, epoch), batches(plain, epoch)
+        assert [i for i, _, _ in a] == [i for i, _, _ in b]
+        assert all(np.array_equal(x, y) for (_, _, x), (_, _, y) in zip(a, b, strict=True))
+
+
+def test_sortagrad_sorts_the_weighted_draws():
+    from speechrnn.dataset import epoch_items
+
+    weights = np.array([2.0, 1.0, 0.5, 1.5] * 6)
+    lengths = np.random.default_rng(0).integers(50, 60, len(weights))  # many ties
+    for epoch in (0, 3):
+        items, copies = epoch_items(len(weights), 4, epoch, weights)
+        s_items, s_copies = epoch_items(len(weights), 4, epoch, weights, lengths)
+        assert np.all(np.diff(lengths[s_items]) >= 0)
+        assert sorted(zip(items.tolist(), copies.tolist())) == \
+            sorted(zip(s_items.tolist(), s_copies.tolist()))  # the same draws
+    n = 23  # without weights: the permutation sorted, ties in their shuffled order
+    items, _ = epoch_items(n, 1, 0)
+    s_items, _ = epoch_items(n, 1, 0, lengths=np.arange(n) % 3)
+    assert s_items.tolist() == [i for k in range(3) for i in items.tolist() if i % 3 == k]
+
+
+def test_sortagrad_with_weights_keeps_batch_lengths_non_decreasing(rows):
+    from speechrnn.dataset import count_batches
+
+    ex = load_examples(rows, FeatureExtractor(), Alphabet(), subsampling=3,
+                       weights=np.array([1.0, 3.0] * 12)[:len(rows)])
+    cfg = BatchConfig(batch_size=4, buckets=3, sortagrad=True)
+    first = list(make_dataset(ex, cfg, training=True, seed=5))
+    lengths = [int(n) for b in first for n in b["feature_lengths"].numpy()]
+    assert lengths == sorted(lengths)
+    assert sorted(indexes(first)) == sorted(
+        indexes(make_dataset(ex, BatchConfig(batch_size=4, buckets=3), training=True, seed=5)))
+    assert len(first) == count_batches(ex, cfg)  # whole weights: the count is exact

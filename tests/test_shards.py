@@ -11,6 +11,7 @@ from conftest import TINY_DATA, bad_files, check_epochs_are_seeded, tone, write
 
 from speechrnn.config import BatchConfig, ConfigError, DataConfig, FeatureConfig, SpecAugmentConfig
 from speechrnn.dataset import count_batches, load_examples, load_shards, make_dataset
+from speechrnn.errors import InputError
 from speechrnn.features import CMVN, FeatureExtractor
 from speechrnn.manifest import Utterance
 from speechrnn.shards import (
@@ -186,6 +187,8 @@ def test_an_epoch_depends_on_seed_and_epoch_only_and_skip_resumes_it(rows, tmp_p
         return [(b["index"].numpy().tolist(), b["features"].numpy()) for b in ds.skip(skip)]
 
     check_epochs_are_seeded(batches, len(index))
+    with pytest.raises(InputError, match="sortagrad"):
+        make_dataset(index, replace(AUGMENTED, sortagrad=True), training=True)
 
 
 def test_counted_batches_are_the_batches_an_epoch_gives(rows, tmp_path):
@@ -232,6 +235,8 @@ def test_config_knows_the_source_and_the_shard_folder():
     assert BatchConfig().source == "memory"
     with pytest.raises(ConfigError, match="batch.source"):
         BatchConfig(source="disk")
+    with pytest.raises(ConfigError, match="sortagrad"):  # a stream cannot be sorted
+        BatchConfig(source="shards", sortagrad=True)
     with pytest.raises(ConfigError, match="shard_minutes"):
         DataConfig(shard_minutes=0)
     assert str(DataConfig(out="d/x").shard_dir()) == "d/x/shards"
