@@ -1,7 +1,7 @@
 """FSDD digits, each speaker held out in turn: connected strings and isolated digits.
 
     python bench/fsdd_loso.py [--corpora ../shared/corpora] [--speakers jackson,...]
-                              [--budget-min 18] [--no-track]
+                              [--budget-min 18] [--no-track] [--set KEY=VALUE ...]
 
 For each of the five FSDD speakers, trains ``pipelines/configs/fsdd-digits.yaml`` with
 that speaker held out whole (``data.test_speakers`` = ``data.dev_speakers`` = the speaker:
@@ -22,7 +22,6 @@ import argparse
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,6 +41,7 @@ def config(args, speaker: str):
         overrides.append(f"train.time_budget_min={args.budget_min}")
     if args.no_track:
         overrides.append("tracking.enabled=false")
+    overrides += args.set
     return load_pipeline_config(args.config, overrides)
 
 
@@ -57,25 +57,12 @@ def share_synthetic_extras(cfg, done: list) -> None:
 
 
 def run_speaker(args, speaker: str, done: list) -> dict:
-    from speechrnn import pipeline
+    from recipes import train_and_score
 
     cfg = config(args, speaker)
     share_synthetic_extras(cfg, done)
-    start = time.monotonic()
-    pipeline.prepare(cfg, args.corpora, progress=False)
-    trained = time.monotonic()
-    result = pipeline.train(cfg, progress=False)
-    row = {"speaker": speaker, "epochs": len(result.history),
-           "best_epoch": result.best_epoch + 1,
-           "train_min": round((time.monotonic() - trained) / 60, 1)}
-    for name, label in (("test", "connected"), ("isolated-test", "isolated")):
-        for method in ("greedy", "beam"):
-            report = pipeline.evaluate(cfg.model_dir, cfg.data.manifest(name),
-                                       pipeline.recipe_decoding(cfg, method), progress=False)
-            row[f"{label}_{method}_wer"] = round(100 * report.rates.wer, 2)
-            row[f"{label}_{method}_cer"] = round(100 * report.rates.cer, 2)
-            row[f"{label}_utterances"] = report.rates.utterances
-    row["wall_min"] = round((time.monotonic() - start) / 60, 1)
+    row = {"speaker": speaker, **train_and_score(
+        cfg, {"test": "connected", "isolated-test": "isolated"}, args.corpora)}
     done.append(cfg)
     print(f"{speaker}: connected {row['connected_beam_wer']:.1f} % / isolated "
           f"{row['isolated_beam_wer']:.1f} % WER (beam + LM), {row['wall_min']} min",
@@ -101,6 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-min", type=float, default=0.0,
                         help="training budget per speaker (default: the recipe's)")
     parser.add_argument("--no-track", action="store_true", help="no MLflow runs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a further config override for every speaker (repeatable)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" /
                         "fsdd_loso.json")
     args = parser.parse_args(argv)
@@ -119,7 +108,8 @@ def main(argv=None) -> int:
           "single recordings as they are)")
     print_table(COLUMNS, rows + [mean])
     write_report(args.json, {"benchmark": "fsdd_loso", "config": str(args.config),
-                             "budget_min": args.budget_min or None, "rows": rows,
+                             "budget_min": args.budget_min or None, "overrides": args.set,
+                             "rows": rows,
                              "mean": mean})
     return 0
 

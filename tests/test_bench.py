@@ -11,6 +11,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 
+import ablate  # noqa: E402
 import compare  # noqa: E402
 import deepspeech2 as ds2  # noqa: E402
 import fsdd_loso  # noqa: E402
@@ -168,9 +169,10 @@ def test_fsdd_loso_holds_each_speaker_out_in_its_own_folders(tmp_path):
 
 
     args = argparse.Namespace(config=ROOT / "pipelines" / "configs" / "fsdd-digits.yaml",
-                              budget_min=2.0, no_track=True)
+                              budget_min=2.0, no_track=True, set=["batch.batch_size=8"])
     first, second = fsdd_loso.config(args, "lucas"), fsdd_loso.config(args, "yweweler")
     assert first.data.test_speakers == first.data.dev_speakers == ("lucas",)
+    assert first.batch.batch_size == second.batch.batch_size == 8  # --set: every speaker
     assert first.train.time_budget_min == 2.0 and not first.tracking.enabled
     assert first.workdir != second.workdir and first.data.out != second.data.out
     assert "isolated-test" in first.eval.extra_sets
@@ -195,3 +197,42 @@ def test_fsdd_loso_knows_every_fsdd_speaker(corpora):
     from speechrnn.corpora.fsdd import scan
 
     assert set(fsdd_loso.SPEAKERS) == {r.speaker for r in scan(corpora / "fsdd", [])}
+
+
+def test_ablation_variants_share_the_data_and_train_apart(tmp_path):
+    import argparse
+
+    variants = tmp_path / "v.yaml"
+    variants.write_text("baseline: []\nwide: [model.lstm_units=320, batch.tempo=0.2]\n")
+    read = ablate.read_variants(variants)
+    assert read == {"baseline": [], "wide": ["model.lstm_units=320", "batch.tempo=0.2"]}
+    args = argparse.Namespace(config=ROOT / "pipelines" / "configs" / "english.yaml",
+                              budget_min=5.0, no_track=False)
+    base, wide = (ablate.config(args, n, o) for n, o in read.items())
+    assert base.data == wide.data and base.workdir != wide.workdir
+    assert (base.model.lstm_units, wide.model.lstm_units) == (224, 320)
+    assert wide.batch.tempo == 0.2 and base.train.time_budget_min == 5.0
+    assert base.tracking.experiment == wide.tracking.experiment == "speechrnn-ablate-english"
+    assert base.tracking.register_as != wide.tracking.register_as
+    # every shipped variant is a valid config
+    shipped = ablate.read_variants(ROOT / "bench" / "ablations" / "english.yaml")
+    assert "baseline" in shipped and len(shipped) > 10
+    for name, overrides in shipped.items():
+        ablate.config(args, name, overrides)
+    variants.write_text("wide: model.lstm_units=320\n")
+    with pytest.raises(SystemExit, match="v.yaml: expected a mapping"):
+        ablate.read_variants(variants)
+
+
+def test_a_recipe_variant_is_trained_once_and_scored(trained):
+    """train_and_score keeps a finished training and scores the named sets both ways."""
+    import recipes
+
+    from speechrnn.config import load_pipeline_config
+
+    cfg = load_pipeline_config(trained.config)
+    row = recipes.train_and_score(cfg, {"dev": "dev", "test": "held"}, None)
+    assert row["epochs"] == 2 and row["train_min"] < 1.0  # resumed finished: no training
+    for key in ("dev_greedy_wer", "dev_beam_wer", "held_greedy_cer", "held_beam_cer"):
+        assert 0.0 <= row[key] <= 200.0
+    assert row["held_utterances"] == 4

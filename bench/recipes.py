@@ -1,0 +1,33 @@
+"""What fsdd_loso.py and ablate.py share: train a variant of a recipe (a config with
+overrides) and score its model on some of its sets, greedy and with beam search + the
+recipe's word LM."""
+
+from __future__ import annotations
+
+import time
+
+
+def train_and_score(cfg, sets: dict[str, str], corpora: str | None) -> dict:
+    """Prepare ``cfg``'s data (kept when already there), train (or resume: a finished
+    training is kept as it is) and score the model on each manifest ``name`` of ``sets``
+    (``{name: label}``): ``<label>_<greedy|beam>_<wer|cer>`` and ``<label>_utterances``, in
+    percent, with ``epochs``, ``best_epoch``, ``train_min`` and ``wall_min``."""
+    from speechrnn import pipeline
+
+    start = time.monotonic()
+    pipeline.prepare(cfg, corpora, progress=False)
+    trained = time.monotonic()
+    result = pipeline.train(cfg, progress=False)
+    row = {"epochs": len(result.history), "best_epoch": result.best_epoch + 1,
+           "train_min": round((time.monotonic() - trained) / 60, 1)}
+    decodings = {"greedy": pipeline.recipe_decoding(cfg, "greedy"),
+                 "beam": pipeline.recipe_decoding(cfg, "beam", corpora)}
+    for name, label in sets.items():
+        for method, decoding in decodings.items():
+            report = pipeline.evaluate(cfg.model_dir, cfg.data.manifest(name), decoding,
+                                       progress=False)
+            row[f"{label}_{method}_wer"] = round(100 * report.rates.wer, 2)
+            row[f"{label}_{method}_cer"] = round(100 * report.rates.cer, 2)
+            row[f"{label}_utterances"] = report.rates.utterances
+    row["wall_min"] = round((time.monotonic() - start) / 60, 1)
+    return row
