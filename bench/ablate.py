@@ -50,17 +50,14 @@ def read_variants(path: Path) -> dict[str, list[str]]:
 
 
 def config(args, name: str, overrides: list[str]):
-    from speechrnn.config import load_pipeline_config
+    from recipes import variant
 
     stem = Path(args.config).stem
-    extra = [f"train.workdir=runs/ablate-{stem}-{name}",  # one experiment, a run each
-             f"tracking.experiment=speechrnn-ablate-{stem}", f"tracking.run_name={name}",
-             f"tracking.register_as=speechrnn-ablate-{stem}-{name}"]
-    if args.budget_min:
-        extra.append(f"train.time_budget_min={args.budget_min}")
-    if args.no_track:
-        extra.append("tracking.enabled=false")
-    return load_pipeline_config(args.config, [*overrides, *extra])
+    return variant(args.config, [
+        *overrides, f"train.workdir=runs/ablate-{stem}-{name}",  # one experiment, a run each
+        f"tracking.experiment=speechrnn-ablate-{stem}", f"tracking.run_name={name}",
+        f"tracking.register_as=speechrnn-ablate-{stem}-{name}"], args.budget_min,
+        not args.no_track)
 
 
 def main(argv=None) -> int:

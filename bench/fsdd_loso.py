@@ -32,17 +32,12 @@ SPEAKERS = ("george", "jackson", "lucas", "nicolas", "yweweler")
 
 
 def config(args, speaker: str):
-    from speechrnn.config import load_pipeline_config
+    from recipes import variant
 
-    overrides = [f"data.test_speakers=[{speaker}]", f"data.dev_speakers=[{speaker}]",
-                 f"data.out=data/bench/loso/{speaker}", f"train.workdir=runs/loso-{speaker}",
-                 f"name=fsdd-loso-{speaker}"]
-    if args.budget_min:
-        overrides.append(f"train.time_budget_min={args.budget_min}")
-    if args.no_track:
-        overrides.append("tracking.enabled=false")
-    overrides += args.set
-    return load_pipeline_config(args.config, overrides)
+    return variant(args.config, [
+        f"data.test_speakers=[{speaker}]", f"data.dev_speakers=[{speaker}]",
+        f"data.out=data/bench/loso/{speaker}", f"train.workdir=runs/loso-{speaker}",
+        f"name=fsdd-loso-{speaker}", *args.set], args.budget_min, not args.no_track)
 
 
 def share_synthetic_extras(cfg, done: list) -> None:

@@ -7,6 +7,16 @@ from __future__ import annotations
 import time
 
 
+def variant(config, overrides: list[str], budget_min: float = 0.0, track: bool = True):
+    """The recipe ``config`` (a YAML path) with ``overrides``, trained within ``budget_min``
+    minutes (0: the recipe's budget), tracked in MLflow unless ``track`` is false."""
+    from speechrnn.config import load_pipeline_config
+
+    extra = [f"train.time_budget_min={budget_min}"] if budget_min else []
+    return load_pipeline_config(config, [*overrides, *extra,
+                                         *([] if track else ["tracking.enabled=false"])])
+
+
 def train_and_score(cfg, sets: dict[str, str], corpora: str | None) -> dict:
     """Prepare ``cfg``'s data (kept when already there), train (or resume: a finished
     training is kept as it is) and score the model on each manifest ``name`` of ``sets``
