@@ -41,7 +41,7 @@ from pathlib import Path
 
 os.environ.setdefault("SPEECHRNN_PROGRESS", "0")
 sys.path.insert(0, str(Path(__file__).parent))
-from report import machine, print_table  # noqa: E402
+from report import machine, markdown_table, print_table, sections  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "pipelines" / "configs"
@@ -407,14 +407,7 @@ def markdown(report: dict, command: str) -> str:
     acc, train, speed = tables(report)
     m = report["machine"]
 
-    def table(columns, rows):
-        lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
-                 "|" + "|".join("---" if i == 0 else "---:" for i, _ in enumerate(columns)) + "|"]
-        for r in rows:
-            lines.append("| " + " | ".join(f"{r[k]:,.1f}" if isinstance(r[k], float)
-                                           else str(r[k]) for k, _, _ in columns) + " |")
-        return "\n".join(lines)
-
+    table = markdown_table
     acc_cols = [("task", "test set", 0), ("n", "utterances", 0)] + [
         (f"{s}_{mode}", f"{NAMES[s]}, {label}", 0) for s in SYSTEMS
         for mode, label in (("plain", "plain"), ("best", "best"))]
@@ -479,7 +472,8 @@ def main(argv=None) -> int:
         print_table(columns, rows)
     command = "python bench/compare.py --corpora ../shared/corpora" + (
         f" --suite {args.suite}" if args.suite != "quick" else "")
-    args.markdown.write_text(markdown(report, command))
+    # what other benchmarks keep in the file (fsdd_loso.py's section) stays
+    args.markdown.write_text(markdown(report, command) + sections(args.markdown))
     print(f"wrote {args.markdown}")
     return 0
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import print_table, write_report  # noqa: E402
+from report import markdown_table, print_table, write_report, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "yweweler")
@@ -87,6 +87,9 @@ def main(argv=None) -> int:
                         help="a further config override for every speaker (repeatable)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" /
                         "fsdd_loso.json")
+    parser.add_argument("--markdown", default=str(ROOT / "bench" / "RESULTS.md"),
+                        help="the Markdown file whose fsdd_loso section the table replaces "
+                        "('' for none)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     speakers = [s.strip() for s in args.speakers.split(",") if s.strip()]
@@ -102,11 +105,39 @@ def main(argv=None) -> int:
     print("\nWER % on the held-out speaker (strings: connected 2-7 digits; isolated: "
           "single recordings as they are)")
     print_table(COLUMNS, rows + [mean])
-    write_report(args.json, {"benchmark": "fsdd_loso", "config": str(args.config),
-                             "budget_min": args.budget_min or None, "overrides": args.set,
-                             "rows": rows,
-                             "mean": mean})
+    report = {"benchmark": "fsdd_loso", "config": str(args.config),
+              "budget_min": args.budget_min or None, "overrides": args.set, "rows": rows,
+              "mean": mean}
+    write_report(args.json, report)
+    if args.markdown:
+        write_section(Path(args.markdown), "fsdd_loso", markdown(report, argv))
     return 0
+
+
+def markdown(report: dict, argv=None) -> str:
+    """The table as a section of bench/RESULTS.md: the command, then WER % per speaker."""
+    from datetime import date
+
+    command = " ".join(["python bench/fsdd_loso.py", *(sys.argv[1:] if argv is None
+                                                       else argv)])
+    config = Path(report["config"])
+    if config.is_relative_to(ROOT):
+        config = config.relative_to(ROOT)
+    minutes = sum(r["wall_min"] for r in report["rows"])
+    return f"""## FSDD digits from a speaker no stage has heard (leave one speaker out)
+
+Run {date.today().isoformat()}, {minutes:.0f} minutes on 2 CPU cores:
+
+    {command}
+
+`{config}` trained once per FSDD speaker, with that speaker held out whole (his even
+takes: dev strings for model selection; his odd takes: the test), each within
+{report['budget_min'] or "the recipe's"} minutes of training. WER %: "strings" are
+connected strings of 2-7 digits, "isolated" his single recordings as they are (cut tight);
+beam search 16 with a unigram LM of the digit words. JSON: `bench/results/fsdd_loso.json`.
+
+{markdown_table(COLUMNS, report["rows"] + [report["mean"]])}
+"""
 
 
 if __name__ == "__main__":

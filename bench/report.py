@@ -31,3 +31,50 @@ def print_table(columns: list[tuple[str, str, int]], rows: list[dict]) -> None:
                 else str(v)
             cells.append(f"{text:<{w}}" if i == 0 else f"{text:>{w}}")
         print("".join(cells))
+
+
+def markdown_table(columns: list[tuple[str, str, int]], rows: list[dict]) -> str:
+    """``columns`` as :func:`print_table` takes them, as a Markdown table (numbers with one
+    decimal, right-aligned)."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i, _ in enumerate(columns)) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(f"{r[k]:,.1f}" if isinstance(r[k], float)
+                                       else str(r[k]) for k, _, _ in columns) + " |")
+    return "\n".join(lines)
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- begin {name}: written by bench/{name}.py -->", f"<!-- end {name} -->"
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Put ``text`` into the Markdown file ``path`` between the markers of section ``name``,
+    in place of what was there (appended the first time); the rest of the file is kept."""
+    begin, end = _markers(name)
+    old = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{text.strip()}\n{end}\n"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + block
+    path.write_text(new)
+    print(f"wrote {path} (section {name})")
+
+
+def sections(path: Path) -> str:
+    """The marked sections of ``path`` (what other benchmarks wrote there), to keep when a
+    benchmark rewrites the file."""
+    if not path.exists():
+        return ""
+    out, text = [], path.read_text()
+    while "<!-- begin " in text:
+        text = text[text.index("<!-- begin "):]
+        name = text[len("<!-- begin "):].split(":", 1)[0]
+        end = _markers(name)[1]
+        if end not in text:
+            break
+        block, text = text.split(end, 1)
+        out.append(block + end + "\n")
+    return ("\n" + "\n".join(out)) if out else ""

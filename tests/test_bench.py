@@ -236,3 +236,36 @@ def test_a_recipe_variant_is_trained_once_and_scored(trained):
     for key in ("dev_greedy_wer", "dev_beam_wer", "held_greedy_cer", "held_beam_cer"):
         assert 0.0 <= row[key] <= 200.0
     assert row["held_utterances"] == 4
+
+
+def test_a_benchmark_section_of_results_md_is_replaced_and_kept(tmp_path):
+    """fsdd_loso.py's table lives in its own section of RESULTS.md: a rerun replaces it,
+    and compare.py, which rewrites the file, keeps it."""
+    from report import sections, write_section
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# peers\n\nold table\n")
+    report = {"config": str(ROOT / "pipelines" / "configs" / "fsdd-digits.yaml"),
+              "budget_min": None, "rows": [
+                  {"speaker": "george", "epochs": 7, "connected_greedy_wer": 9.0,
+                   "connected_beam_wer": 8.5, "isolated_greedy_wer": 12.0,
+                   "isolated_beam_wer": 9.2, "wall_min": 22.7}],
+              "mean": {"speaker": "mean", "epochs": 7.0, "connected_greedy_wer": 9.0,
+                       "connected_beam_wer": 8.5, "isolated_greedy_wer": 12.0,
+                       "isolated_beam_wer": 9.2}}
+    write_section(results, "fsdd_loso", fsdd_loso.markdown(report, ["--speakers", "george"]))
+    first = results.read_text()
+    assert first.startswith("# peers\n\nold table\n\n<!-- begin fsdd_loso")
+    assert "python bench/fsdd_loso.py --speakers george" in first
+    assert "| george | 7 | 9.0 | 8.5 | 12.0 | 9.2 |" in first
+    assert "`pipelines/configs/fsdd-digits.yaml`" in first
+    report["rows"][0]["connected_beam_wer"] = 4.0
+    write_section(results, "fsdd_loso", fsdd_loso.markdown(report, []))
+    second = results.read_text()
+    assert second.count("<!-- begin fsdd_loso") == 1 and "| 4.0 |" in second
+    assert "| 8.5 |" in second  # the mean row, unchanged here
+    kept = sections(results)
+    assert kept.strip().startswith("<!-- begin fsdd_loso") and "| 4.0 |" in kept
+    assert "old table" not in kept
+    results.write_text("# peers, rerun\n" + kept)  # as compare.py rewrites it
+    assert sections(results) == kept
