@@ -124,17 +124,19 @@ def markdown(report: dict, argv=None) -> str:
     if config.is_relative_to(ROOT):
         config = config.relative_to(ROOT)
     minutes = sum(r["wall_min"] for r in report["rows"])
+    budget = (f"{report['budget_min']:g} minutes of training" if report["budget_min"]
+              else "the recipe's training budget")
     return f"""## FSDD digits from a speaker no stage has heard (leave one speaker out)
 
 Run {date.today().isoformat()}, {minutes:.0f} minutes on 2 CPU cores:
 
     {command}
 
-`{config}` trained once per FSDD speaker, with that speaker held out whole (his even
-takes: dev strings for model selection; his odd takes: the test), each within
-{report['budget_min'] or "the recipe's"} minutes of training. WER %: "strings" are
-connected strings of 2-7 digits, "isolated" his single recordings as they are (cut tight);
-beam search 16 with a unigram LM of the digit words. JSON: `bench/results/fsdd_loso.json`.
+`{config}` trained once per FSDD speaker, that speaker held out whole (his even takes:
+dev strings for model selection; his odd takes: the test), each within {budget}.
+WER %: "strings" are connected strings of 2-7 digits, "isolated" his single recordings as
+they are (cut tight); beam search 16 with a unigram LM of the digit words.
+JSON: `bench/results/fsdd_loso.json`.
 
 {markdown_table(COLUMNS, report["rows"] + [report["mean"]])}
 """
