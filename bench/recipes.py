@@ -27,7 +27,7 @@ def train_and_score(cfg, sets: dict[str, str], corpora: str | None) -> dict:
     start = time.monotonic()
     pipeline.prepare(cfg, corpora, progress=False)
     trained = time.monotonic()
-    result = pipeline.train(cfg, progress=False)
+    result = pipeline.train(cfg, progress=False, corpora=corpora)
     row = {"epochs": len(result.history), "best_epoch": result.best_epoch + 1,
            "train_min": round((time.monotonic() - trained) / 60, 1)}
     decodings = {"greedy": pipeline.recipe_decoding(cfg, "greedy"),

@@ -80,7 +80,8 @@ def run(cfg, stages: list[str], args) -> int:
     model_dir = cfg.model_dir
     if "train" in stages:
         t0 = stage("train")
-        result = pipeline.train(cfg, fresh=args.fresh, progress=progress)
+        result = pipeline.train(cfg, fresh=args.fresh, progress=progress,
+                                corpora=args.corpora)
         model_dir = result.model_dir
         print(f"trained in {(time.time() - t0) / 60:.1f} min: best dev WER "
               f"{100 * result.best_wer:.1f} % (epoch {result.best_epoch + 1}); {model_dir}")

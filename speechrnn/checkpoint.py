@@ -132,6 +132,16 @@ class Checkpointer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def finished(workdir: str | Path) -> bool:
+    """Whether the training run in ``workdir`` has finished and exported its model."""
+    workdir = Path(workdir)
+    try:
+        done = _read_state(workdir / "checkpoints" / "last").finished
+    except _Damaged:
+        return False
+    return done and (workdir / "model" / "model.json").exists()
+
+
 class _Damaged(Exception):
     def __init__(self, path: Path, reason: str):
         super().__init__(f"{path}: {reason}")
@@ -295,8 +305,9 @@ def config_digest(cfg: Config) -> str:
         # a config without further corpora or weights: the digest it had before they were
         # settings, so that runs started then still resume
         del keep["data.corpora"], keep["data.train_weight"]
-    if not keep.get("batch.sortagrad"):  # likewise: the digest it had before SortaGrad
-        keep.pop("batch.sortagrad", None)
+    for key in ("batch.sortagrad", "train.init_from"):  # likewise: before these settings
+        if not keep.get(key):
+            keep.pop(key, None)
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     for path in (*cfg.data.training_manifests(), cfg.data.manifest("dev")):
         h.update(path.read_bytes())

@@ -144,7 +144,7 @@ def cmd_train(args) -> int:
     pipeline.prepare(cfg, args.corpora, progress=progress)
     try:
         result = pipeline.train(cfg, fresh=args.fresh, track=not args.no_track,
-                                progress=progress)
+                                progress=progress, corpora=args.corpora)
     except Interrupted:
         print("interrupted: checkpoint saved; run the same command again to resume",
               file=sys.stderr)

@@ -171,6 +171,10 @@ class TrainConfig:
     dev_decoder: str = "greedy"  # greedy | beam: how dev WER (model selection) decodes;
     # beam uses the eval section's width and a word LM of the training transcripts
     seed: int = 0
+    # start a fresh run from another model's weights (same network, features and alphabet):
+    # a model directory, runs:/<run_id>/model, models:/<name>/<version>, or a recipe's YAML
+    # (the model it trains: the pipeline trains that recipe first when it is not yet done)
+    init_from: str = ""
     workdir: str = ""  # checkpoints and the exported model; "" -> runs/<config name>
     intra_op_threads: int = 1  # threads per op: 1 lets the two LSTM directions ...
     inter_op_threads: int = 0  # ... run side by side on the cores (0: one per core)
@@ -374,6 +378,14 @@ class Config:
     def model_dir(self) -> Path:
         """Where training exports the finished model."""
         return self.workdir / "model"
+
+    def first_stage(self) -> Config | None:
+        """The recipe whose model this one starts from (``train.init_from`` naming a YAML
+        file), as a config; None when it names a model or nothing."""
+        source = self.train.init_from
+        if not source.endswith((".yaml", ".yml")):
+            return None
+        return load_pipeline_config(source)
 
     @property
     def ctc_frames_per_second(self) -> float:

@@ -13,7 +13,7 @@ path, ``runs:/<run_id>/model`` or ``models:/<name>/<version>`` (downloaded from 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import FeatureConfig, ModelConfig, ctc_frames_per_second, from_dict
@@ -52,6 +52,22 @@ class ModelFiles:
     def stride(self) -> int:
         """Input frames per output frame: the model's time subsampling."""
         return self.model.stride
+
+    def differences(self, model: ModelConfig, features: FeatureConfig,
+                    alphabet: Alphabet) -> list[str]:
+        """What keeps these weights from serving a network of ``model`` on ``features``
+        with ``alphabet`` (dropout and the LSTM implementation do not count): one
+        ``setting: mine vs this model's`` per difference; empty when they fit."""
+        differ = []
+        for section, mine, theirs, free in (("model", model, self.model, ("dropout", "lstm_impl")),
+                                            ("features", features, self.features, ("cmvn_stats",))):
+            theirs = asdict(theirs)
+            differ += [f"{section}.{key} {value!r} vs {theirs[key]!r}"
+                       for key, value in asdict(mine).items()
+                       if key not in free and theirs[key] != value]
+        if alphabet.characters != self.alphabet.characters:
+            differ.append(f"alphabet {alphabet.characters!r} vs {self.alphabet.characters!r}")
+        return differ
 
     @property
     def frame_seconds(self) -> float:

@@ -56,14 +56,23 @@ def features(cfg: Config, workers: int | None = None, progress: bool | None = No
 
 
 def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool | None = None,
-          tracker=None):
+          tracker=None, corpora: str | Path | None = None):
     """Train (or resume) the model ``cfg`` describes; a :class:`speechrnn.train.TrainResult`.
     Tracked in MLflow when ``tracking.enabled`` and ``track`` (or into ``tracker``), by the
-    chief alone when several workers train together."""
+    chief alone when several workers train together. A first stage (``train.init_from``
+    naming a recipe) is prepared and trained first unless it has finished (``fresh``
+    starts this stage over, not that one)."""
+    from .checkpoint import finished
     from .distribute import Cluster
     from .tracking import make_tracker
     from .train import train as run
 
+    first = cfg.first_stage()
+    if first is not None and not finished(first.workdir):
+        print(f"first stage: {cfg.train.init_from} ({first.workdir})", flush=True)
+        prepare(first, corpora, progress=progress)
+        train(first, track=track, progress=progress, corpora=corpora)
+        print(f"second stage: {cfg.name}, from the weights of {first.model_dir}", flush=True)
     track = track and Cluster.from_env().is_chief  # the others never touch the store
     return run(cfg, tracker or make_tracker(cfg, enabled=track), fresh=fresh,
                progress=progress)

@@ -52,10 +52,12 @@ from .checkpoint import (
     TrainState,
     config_digest,
     disk_full,
+    finished,
 )
-from .config import Config, dump_yaml, flatten
+from .config import Config, ConfigError, dump_yaml, flatten
 from .dataset import Examples, load_examples, make_dataset
 from .decoding import Decoding, beam_search, greedy_batch
+from .errors import NotFoundError
 from .evaluate import error_rates, score_utterances
 from .features import CMVN, FeatureExtractor
 from .files import atomic_write_text, replace_dir
@@ -676,6 +678,41 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
             job.lock.release()
 
 
+def init_model_dir(cfg: Config) -> Path:
+    """The model directory ``train.init_from`` names; a recipe's YAML names the model that
+    recipe trains, which must be trained (:func:`speechrnn.pipeline.train` sees to it)."""
+    from .model_dir import resolve_model
+
+    first = cfg.first_stage()
+    if first is None:
+        return resolve_model(cfg.train.init_from, cfg.tracking.uri)
+    if not finished(first.workdir):
+        raise NotFoundError(f"train.init_from {cfg.train.init_from}: its model "
+                            f"({first.model_dir}) is not trained yet; train it first "
+                            f"(python pipelines/run.py --config {cfg.train.init_from} "
+                            "--stages prepare,train)")
+    return first.model_dir
+
+
+def start_from(job: Job, path: Path) -> None:
+    """Put the weights of the model in ``path`` into a fresh run's network (and its moving
+    average): the same network, features and alphabet, dropout aside."""
+    from .model import load_model, transfer_weights
+    from .model_dir import read_model_dir
+
+    differ = read_model_dir(path).differences(job.cfg.model, job.cfg.features,
+                                              job.data.alphabet)
+    if differ:
+        raise ConfigError(f"train.init_from {path}: not the network this config trains "
+                          f"(this config vs that model: {'; '.join(differ)})")
+    source = load_model(path, lstm_impl=job.model.lstm_impl)[0]
+    transfer_weights(source, job.model)
+    for average, weight in zip(job.steps.ema, job.model.trainable_variables):
+        average.assign(weight)
+    job.runtime["init_model"] = str(path)
+    print(f"starting from the weights of {path}")
+
+
 def run_epochs(job: Job) -> TrainResult:
     """Resume or start, train epoch after epoch until a stop reason, then finish."""
     cfg = job.cfg
@@ -685,6 +722,8 @@ def run_epochs(job: Job) -> TrainResult:
     state = job.checkpoints.restore(job.model, job.steps.state_variables, digest)
     if state is None:
         state = TrainState(config_digest=digest)
+        if cfg.train.init_from:  # every worker: assigned weights are not broadcast
+            start_from(job, init_model_dir(cfg))
     else:
         print(f"resuming from {job.checkpoints.restored_from}: epoch {state.epoch + 1}"
               + (f", batch {state.step + 1}" if state.step else ""))

@@ -196,9 +196,9 @@ def test_training_takes_the_lock_before_touching_the_work_directory(tmp_path):
 
 
 def test_configs_without_corpus_weights_keep_the_digest_they_had(tmp_path, monkeypatch):
-    """data.corpora, data.train_weight and batch.sortagrad at their defaults leave a
-    config's digest what it was before they were settings (a run started then still
-    resumes); set, they count."""
+    """data.corpora, data.train_weight, batch.sortagrad and train.init_from at their
+    defaults leave a config's digest what it was before they were settings (a run started
+    then still resumes); set, they count."""
     from dataclasses import replace
 
     from speechrnn import checkpoint
@@ -217,9 +217,11 @@ def test_configs_without_corpus_weights_keep_the_digest_they_had(tmp_path, monke
     heavier = checkpoint.config_digest(replace(cfg, data=replace(
         cfg.data, corpora=(CorpusConfig("generic", "x", weight=3.0),))))
     sortagrad = checkpoint.config_digest(replace(cfg, batch=replace(cfg.batch, sortagrad=True)))
-    assert len({digest, weighted, more, heavier, sortagrad}) == 5
+    started = checkpoint.config_digest(replace(cfg, train=replace(cfg.train, init_from="m")))
+    assert len({digest, weighted, more, heavier, sortagrad, started}) == 6
     real = checkpoint.flatten
     monkeypatch.setattr(checkpoint, "flatten", lambda c: {
         k: v for k, v in real(c).items()
-        if k not in ("data.corpora", "data.train_weight", "batch.sortagrad")})
+        if k not in ("data.corpora", "data.train_weight", "batch.sortagrad",
+                     "train.init_from")})
     assert checkpoint.config_digest(cfg) == digest  # as a config without those keys

@@ -570,3 +570,47 @@ def test_training_data_carries_each_corpus_weight_and_prints_the_mix(corpus, tmp
     plain = load_data(load_pipeline_config(config, ["data.train_weight=1.0",
                                                     "data.corpora=[]"]), progress=False)
     assert plain.train.weights is None and [m["weight"] for m in plain.mix] == [1.0]
+
+
+def test_a_second_stage_starts_from_the_first_stages_weights(corpus, tmp_path):
+    """train.init_from naming a recipe: the pipeline trains that recipe first, then starts
+    this one from its model (weights and moving average; dropout may differ). At a
+    vanishing learning rate the second stage's model is the first one's."""
+    from speechrnn import pipeline
+    from speechrnn.checkpoint import finished
+    from speechrnn.train import init_model_dir, train
+
+    for stage in ("a", "b"):
+        (tmp_path / stage).mkdir()
+    first = write_config(tmp_path / "a", corpus, train={"epochs": 1},
+                         tracking={"enabled": False})
+    second = write_config(tmp_path / "b", corpus, model={"dropout": 0.2}, train={
+        "epochs": 1, "learning_rate": 1e-12, "ema_decay": 0.9, "init_from": str(first)})
+    cfg = load_pipeline_config(second)
+    with pytest.raises(Exception, match="is not trained yet; train it first"):
+        init_model_dir(cfg)
+    result = pipeline.train(cfg, progress=False)
+    assert finished(tmp_path / "a" / "run")
+    assert init_model_dir(cfg) == tmp_path / "a" / "run" / "model"
+    before = np.load(tmp_path / "a" / "run" / "checkpoints" / "last" / "weights.npz")
+    after = np.load(tmp_path / "b" / "run" / "checkpoints" / "last" / "weights.npz")
+    assert len(before.files) == len(after.files)
+    for key in before.files:
+        np.testing.assert_allclose(after[key], before[key], atol=1e-6)
+    from speechrnn.model import load_model
+
+    exported = load_model(result.model_dir)[0].get_weights()  # the moving average
+    for mine, theirs in zip(exported, load_model(init_model_dir(cfg))[0].get_weights(),
+                            strict=True):
+        np.testing.assert_allclose(mine, theirs, atol=1e-6)
+    client, run = mlflow_run(tmp_path / "b", result.run_id)
+    assert run.data.params["train.init_from"] == str(first)
+    assert run.data.params["runtime.init_model"] == str(init_model_dir(cfg))
+
+    # another network: refused, naming what differs
+    from speechrnn.config import ConfigError
+
+    wider = load_pipeline_config(second, ["model.lstm_units=24", "tracking.enabled=false",
+                                          f"train.workdir={tmp_path / 'c'}"])
+    with pytest.raises(ConfigError, match=r"model.lstm_units 24 vs 16"):
+        train(wider, progress=False)
