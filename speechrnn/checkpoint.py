@@ -132,14 +132,21 @@ class Checkpointer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def latest_state(workdir: str | Path) -> TrainState | None:
+    """The state of the newest readable checkpoint in ``workdir`` (as :meth:`Checkpointer.
+    restore` would take it; weights unread), None when there is none."""
+    for name in Checkpointer.GENERATIONS:
+        try:
+            return _read_state(Path(workdir) / "checkpoints" / name)
+        except _Damaged:
+            continue
+    return None
+
+
 def finished(workdir: str | Path) -> bool:
     """Whether the training run in ``workdir`` has finished and exported its model."""
-    workdir = Path(workdir)
-    try:
-        done = _read_state(workdir / "checkpoints" / "last").finished
-    except _Damaged:
-        return False
-    return done and (workdir / "model" / "model.json").exists()
+    state = latest_state(workdir)
+    return bool(state and state.finished and (Path(workdir) / "model" / "model.json").exists())
 
 
 class _Damaged(Exception):

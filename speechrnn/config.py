@@ -385,7 +385,27 @@ class Config:
         source = self.train.init_from
         if not source.endswith((".yaml", ".yml")):
             return None
-        return load_pipeline_config(source)
+        try:
+            return load_pipeline_config(source)
+        except ConfigError as err:
+            raise ConfigError(f"train.init_from: {err}") from None
+
+    def first_stages(self) -> list[Config]:
+        """Every recipe this one starts from, nearest first (``train.init_from`` followed
+        from YAML to YAML). A chain that comes back to a work directory (a recipe starting
+        from itself, two starting from each other) is refused."""
+        seen, chain, stage = {self.workdir.resolve(): self.name}, [], self
+        while (first := stage.first_stage()) is not None:
+            where = first.workdir.resolve()
+            if where in seen:
+                raise ConfigError(f"train.init_from {stage.train.init_from}: recipe "
+                                  f"{first.name!r} trains in {first.workdir}, as "
+                                  f"{seen[where]!r} does: a stage cannot start from "
+                                  "itself (or from a stage that starts from it)")
+            seen[where] = first.name
+            chain.append(first)
+            stage = first
+        return chain
 
     @property
     def ctc_frames_per_second(self) -> float:

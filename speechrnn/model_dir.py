@@ -56,15 +56,8 @@ class ModelFiles:
     def differences(self, model: ModelConfig, features: FeatureConfig,
                     alphabet: Alphabet) -> list[str]:
         """What keeps these weights from serving a network of ``model`` on ``features``
-        with ``alphabet`` (dropout and the LSTM implementation do not count): one
-        ``setting: mine vs this model's`` per difference; empty when they fit."""
-        differ = []
-        for section, mine, theirs, free in (("model", model, self.model, ("dropout", "lstm_impl")),
-                                            ("features", features, self.features, ("cmvn_stats",))):
-            theirs = asdict(theirs)
-            differ += [f"{section}.{key} {value!r} vs {theirs[key]!r}"
-                       for key, value in asdict(mine).items()
-                       if key not in free and theirs[key] != value]
+        with ``alphabet``: see :func:`network_differences`."""
+        differ = network_differences(model, features, self.model, self.features)
         if alphabet.characters != self.alphabet.characters:
             differ.append(f"alphabet {alphabet.characters!r} vs {self.alphabet.characters!r}")
         return differ
@@ -73,6 +66,22 @@ class ModelFiles:
     def frame_seconds(self) -> float:
         """Duration of one output frame: feature hop x the model's subsampling."""
         return 1.0 / ctc_frames_per_second(self.features, self.model)
+
+
+def network_differences(model: ModelConfig, features: FeatureConfig, other_model: ModelConfig,
+                        other_features: FeatureConfig) -> list[str]:
+    """Why the weights of one network (``other_*``) cannot start another: one ``setting:
+    mine vs the other's`` per difference (dropout, the LSTM implementation and global CMVN
+    statistics do not count); empty when they fit."""
+    differ = []
+    for section, mine, theirs, free in (
+            ("model", model, other_model, ("dropout", "lstm_impl")),
+            ("features", features, other_features, ("cmvn_stats",))):
+        theirs = asdict(theirs)
+        differ += [f"{section}.{key} {value!r} vs {theirs[key]!r}"
+                   for key, value in asdict(mine).items()
+                   if key not in free and theirs[key] != value]
+    return differ
 
 
 def read_model_dir(path: str | Path) -> ModelFiles:

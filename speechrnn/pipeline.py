@@ -60,19 +60,23 @@ def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool |
     """Train (or resume) the model ``cfg`` describes; a :class:`speechrnn.train.TrainResult`.
     Tracked in MLflow when ``tracking.enabled`` and ``track`` (or into ``tracker``), by the
     chief alone when several workers train together. A first stage (``train.init_from``
-    naming a recipe) is prepared and trained first unless it has finished (``fresh``
-    starts this stage over, not that one)."""
-    from .checkpoint import finished
+    naming a recipe) is prepared and trained first unless it has finished or this stage
+    has begun (``fresh`` starts this stage over, not that one)."""
+    from .checkpoint import latest_state
     from .distribute import Cluster
     from .tracking import make_tracker
+    from .train import check_first_stage
     from .train import train as run
 
-    first = cfg.first_stage()
-    if first is not None and not finished(first.workdir):
-        print(f"first stage: {cfg.train.init_from} ({first.workdir})", flush=True)
-        prepare(first, corpora, progress=progress)
-        train(first, track=track, progress=progress, corpora=corpora)
-        print(f"second stage: {cfg.name}, from the weights of {first.model_dir}", flush=True)
+    stages = cfg.first_stages()  # the whole chain checked before anything trains
+    if stages and (fresh or latest_state(cfg.workdir) is None):
+        first = stages[0]
+        if not check_first_stage(cfg, first):
+            print(f"first stage: {cfg.train.init_from} ({first.workdir})", flush=True)
+            prepare(first, corpora, progress=progress)
+            train(first, track=track, progress=progress, corpora=corpora)
+            print(f"second stage: {cfg.name}, from the weights of {first.model_dir}",
+                  flush=True)
     track = track and Cluster.from_env().is_chief  # the others never touch the store
     return run(cfg, tracker or make_tracker(cfg, enabled=track), fresh=fresh,
                progress=progress)

@@ -53,11 +53,12 @@ from .checkpoint import (
     config_digest,
     disk_full,
     finished,
+    latest_state,
 )
 from .config import Config, ConfigError, dump_yaml, flatten
 from .dataset import Examples, load_examples, make_dataset
 from .decoding import Decoding, beam_search, greedy_batch
-from .errors import NotFoundError
+from .errors import InputError, NotFoundError
 from .evaluate import error_rates, score_utterances
 from .features import CMVN, FeatureExtractor
 from .files import atomic_write_text, replace_dir
@@ -333,6 +334,11 @@ class Steps:
 
         self.gradients, self.apply, self.evaluate = gradients, apply, evaluate
 
+    def reset_average(self) -> None:
+        """Start the moving average at the current weights (after they were loaded)."""
+        for average, weight in zip(self.ema, self.model.trainable_variables):
+            average.assign(weight)
+
     @property
     def state_variables(self) -> list:
         """What a checkpoint keeps besides the weights."""
@@ -439,6 +445,7 @@ class Job:
     chief: bool = True  # this process logs, checkpoints and exports
     runtime: dict = field(default_factory=dict)  # how it runs: strategy, replicas, LSTM
     lock: TrainLock | None = None  # the chief's hold on the work directory
+    init_model: Path | None = None  # a fresh run starts from this model's weights
 
     @property
     def best_dir(self) -> Path:
@@ -644,6 +651,10 @@ def _build_job(cfg: Config, tracker, fresh: bool, progress: bool | None, strateg
         checkpoints.clear()
         shutil.rmtree(cfg.workdir / "best", ignore_errors=True)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
+    init_model = None
+    if cfg.train.init_from and latest_state(cfg.workdir) is None:  # a fresh run
+        init_model = init_model_dir(cfg, wait_minutes=0 if chief else 30)
+        check_init_model(cfg, init_model)
     with disk_full(cfg.data.cache or cfg.workdir, "features cached so far are whole and "
                    f"the checkpoints and model in {cfg.workdir} are untouched"):
         data = load_data(cfg, progress, build=chief)
@@ -659,7 +670,7 @@ def _build_job(cfg: Config, tracker, fresh: bool, progress: bool | None, strateg
                "mixed_precision": cfg.train.mixed_precision}
     return Job(cfg, data, model, steps, Schedule.for_config(cfg, steps_per_epoch),
                steps_per_epoch, checkpoints, tracker if chief else NullTracker(),
-               dev_decoding(cfg), progress, strategy, chief, runtime, lock)
+               dev_decoding(cfg), progress, strategy, chief, runtime, lock, init_model)
 
 
 def train(cfg: Config, tracker=None, fresh: bool = False,
@@ -678,38 +689,81 @@ def train(cfg: Config, tracker=None, fresh: bool = False,
             job.lock.release()
 
 
-def init_model_dir(cfg: Config) -> Path:
+def check_first_stage(cfg: Config, first: Config) -> bool:
+    """Whether the recipe ``first`` (``cfg``'s ``train.init_from``) has finished, once it
+    is sure to fit: the same network and features as ``cfg``, and, when finished, trained
+    with the settings its YAML holds now. Raises :class:`ConfigError` otherwise."""
+    from .model_dir import network_differences
+
+    differ = network_differences(cfg.model, cfg.features, first.model, first.features)
+    if differ:
+        raise ConfigError(f"train.init_from {cfg.train.init_from}: that recipe trains "
+                          f"another network (this config vs that one: {'; '.join(differ)})")
+    if not finished(first.workdir):
+        return False
+    try:
+        current = config_digest(first)
+    except FileNotFoundError:  # its manifests are gone: nothing to compare with
+        return True
+    if latest_state(first.workdir).config_digest != current:
+        raise ConfigError(f"train.init_from {cfg.train.init_from}: the model in "
+                          f"{first.model_dir} was trained with other settings than that file "
+                          f"holds now; train it again (python pipelines/run.py --config "
+                          f"{cfg.train.init_from} --stages prepare,train --fresh)")
+    return True
+
+
+def init_model_dir(cfg: Config, wait_minutes: float = 0.0) -> Path:
     """The model directory ``train.init_from`` names; a recipe's YAML names the model that
-    recipe trains, which must be trained (:func:`speechrnn.pipeline.train` sees to it)."""
+    recipe trains, which must have finished (:func:`speechrnn.pipeline.train` sees to it;
+    ``wait_minutes``: how long a worker waits for the chief to export it)."""
     from .model_dir import resolve_model
 
+    source = cfg.train.init_from
     first = cfg.first_stage()
     if first is None:
-        return resolve_model(cfg.train.init_from, cfg.tracking.uri)
-    if not finished(first.workdir):
-        raise NotFoundError(f"train.init_from {cfg.train.init_from}: its model "
-                            f"({first.model_dir}) is not trained yet; train it first "
-                            f"(python pipelines/run.py --config {cfg.train.init_from} "
-                            "--stages prepare,train)")
+        try:
+            return resolve_model(source, cfg.tracking.uri)
+        except (OSError, ValueError) as err:
+            raise NotFoundError(f"train.init_from {source}: {err}") from None
+    waited = time.monotonic()
+    while not finished(first.workdir):
+        if time.monotonic() - waited >= 60 * wait_minutes:
+            raise NotFoundError(f"train.init_from {source}: its model ({first.model_dir}) "
+                                f"is not trained yet; train it first (python pipelines/"
+                                f"run.py --config {source} --stages prepare,train)")
+        time.sleep(15)
     return first.model_dir
 
 
-def start_from(job: Job, path: Path) -> None:
-    """Put the weights of the model in ``path`` into a fresh run's network (and its moving
-    average): the same network, features and alphabet, dropout aside."""
-    from .model import load_model, transfer_weights
+def check_init_model(cfg: Config, path: Path) -> None:
+    """Refuse a starting model that does not fit ``cfg``, before any data is loaded."""
     from .model_dir import read_model_dir
 
-    differ = read_model_dir(path).differences(job.cfg.model, job.cfg.features,
-                                              job.data.alphabet)
+    differ = read_model_dir(path).differences(cfg.model, cfg.features, Alphabet())
     if differ:
-        raise ConfigError(f"train.init_from {path}: not the network this config trains "
-                          f"(this config vs that model: {'; '.join(differ)})")
-    source = load_model(path, lstm_impl=job.model.lstm_impl)[0]
-    transfer_weights(source, job.model)
-    for average, weight in zip(job.steps.ema, job.model.trainable_variables):
-        average.assign(weight)
-    job.runtime["init_model"] = str(path)
+        raise ConfigError(f"train.init_from {cfg.train.init_from} ({path}): not the network "
+                          f"this config trains (this config vs that model: {'; '.join(differ)})")
+    if cfg.features.cmvn == "global" and not cfg.features.cmvn_stats:
+        raise ConfigError(f"train.init_from {cfg.train.init_from}: with features.cmvn: global, "
+                          "set features.cmvn_stats to the first model's cmvn.json, so that both "
+                          "stages normalise their features alike")
+
+
+def start_from(job: Job) -> None:
+    """Put the weights of ``job.init_model`` into a fresh run's network and set the moving
+    average to them."""
+    from .model import load_model, transfer_weights
+
+    path = job.init_model
+    try:
+        source = load_model(path, lstm_impl=job.model.lstm_impl)[0]
+        transfer_weights(source, job.model)
+    except (OSError, ValueError) as err:
+        raise InputError(f"train.init_from {job.cfg.train.init_from} ({path}): cannot load "
+                         f"its weights: {err}") from None
+    job.steps.reset_average()
+    job.runtime["init_model"] = str(path.resolve())
     print(f"starting from the weights of {path}")
 
 
@@ -722,8 +776,8 @@ def run_epochs(job: Job) -> TrainResult:
     state = job.checkpoints.restore(job.model, job.steps.state_variables, digest)
     if state is None:
         state = TrainState(config_digest=digest)
-        if cfg.train.init_from:  # every worker: assigned weights are not broadcast
-            start_from(job, init_model_dir(cfg))
+        if job.init_model is not None:  # every worker: assigned weights are not broadcast
+            start_from(job)
     else:
         print(f"resuming from {job.checkpoints.restored_from}: epoch {state.epoch + 1}"
               + (f", batch {state.step + 1}" if state.step else ""))

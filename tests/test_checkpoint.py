@@ -225,3 +225,23 @@ def test_configs_without_corpus_weights_keep_the_digest_they_had(tmp_path, monke
         if k not in ("data.corpora", "data.train_weight", "batch.sortagrad",
                      "train.init_from")})
     assert checkpoint.config_digest(cfg) == digest  # as a config without those keys
+
+
+def test_finished_reads_the_newest_readable_state(tmp_path):
+    """A finished run whose last checkpoint is damaged still counts as finished (restore
+    would fall back to the one before); no model, or no state, is not finished."""
+    import json
+
+    from speechrnn.checkpoint import TrainState, finished, latest_state
+
+    assert latest_state(tmp_path) is None and not finished(tmp_path)
+    (tmp_path / "checkpoints" / "last").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "last" / "state.json").write_text("{not json")
+    (tmp_path / "checkpoints" / "prev").mkdir()
+    (tmp_path / "checkpoints" / "prev" / "state.json").write_text(
+        json.dumps({**TrainState(epoch=3, finished=True).__dict__}))
+    assert latest_state(tmp_path).epoch == 3
+    assert not finished(tmp_path)  # no exported model
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    assert finished(tmp_path)
