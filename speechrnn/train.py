@@ -22,6 +22,10 @@
 5. :func:`finish`: the best model exported to ``<workdir>/model``, logged to MLflow and
    registered.
 
+A fresh run may start from another model's weights (``train.init_from``: a model, or a
+recipe whose model :func:`speechrnn.pipeline.train` trains first): :func:`check_init_model`
+refuses one that does not fit before any data is loaded, :func:`start_from` loads it.
+
 Faults it survives: a second training on the same work directory is refused at once (the
 chief holds ``<workdir>/train.lock``: :class:`~speechrnn.checkpoint.TrainLock`); the
 checkpoints, the ``best`` folder and the model are replaced whole (:mod:`speechrnn.files`),
