@@ -68,8 +68,9 @@ def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool |
     from .train import check_first_stage
     from .train import train as run
 
-    stages = cfg.first_stages()  # the whole chain checked before anything trains
-    if stages and (fresh or latest_state(cfg.workdir) is None):
+    begun = not fresh and latest_state(cfg.workdir) is not None  # resumes on its own
+    stages = [] if begun else cfg.first_stages()  # the chain checked before anything trains
+    if stages:
         first = stages[0]
         if not check_first_stage(cfg, first):
             print(f"first stage: {cfg.train.init_from} ({first.workdir})", flush=True)

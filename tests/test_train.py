@@ -611,6 +611,7 @@ def test_a_second_stage_starts_from_the_first_stages_weights(corpus, tmp_path):
     assert run.data.params["runtime.init_model"] == str(init_model_dir(cfg).resolve())
 
     shutil.rmtree(tmp_path / "a" / "run")  # begun (here: finished), it stands alone
+    first.rename(tmp_path / "a" / "moved.yaml")
     again = pipeline.train(cfg, progress=False)
     assert again.run_id == result.run_id and not (tmp_path / "a" / "run").exists()
 
