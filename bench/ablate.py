@@ -12,7 +12,8 @@ prepared data (``data.out``), in ``runs/ablate-<config>-<variant>``: a rerun res
 interrupted training and keeps finished ones, so a long table can be built over several
 sittings. Dev is scored, never test: the table chooses settings. Beam search uses the
 recipe's LM weight and word bonus as they are (no tuning). Prints the table and writes
-``bench/results/ablate-<config>.json``; run one benchmark at a time.
+``bench/results/ablate-<config>.json`` (after every variant, so an interrupted table keeps
+its finished rows); run one benchmark at a time.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; the file has {', '.join(variants)}")
     os.chdir(ROOT)
+    out = args.json or ROOT / "bench" / "results" / f"ablate-{stem}.json"
     rows = []
     for name in only or list(variants):
         cfg = config(args, name, variants[name])  # a bad override fails before training
@@ -94,12 +96,12 @@ def main(argv=None) -> int:
         print(f"{name}: dev {row['dev_greedy_wer']:.1f} % greedy, {row['dev_beam_wer']:.1f} % "
               f"beam + LM ({row['epochs']} epochs, {row['wall_min']} min)", flush=True)
         rows.append(row)
+        # after every variant, so that an interrupted table keeps the rows it has
+        write_report(out, {"benchmark": "ablate", "config": str(args.config),
+                           "budget_min": args.budget_min or None, "rows": rows})
     print(f"\nWER % on {stem}'s dev set, each variant trained "
           f"{args.budget_min or 'the recipe budget'} min")
     print_table(COLUMNS, rows)
-    write_report(args.json or ROOT / "bench" / "results" / f"ablate-{stem}.json",
-                 {"benchmark": "ablate", "config": str(args.config),
-                  "budget_min": args.budget_min or None, "rows": rows})
     return 0
 
 

@@ -224,6 +224,28 @@ def test_ablation_variants_share_the_data_and_train_apart(tmp_path):
         ablate.read_variants(variants)
 
 
+def test_an_interrupted_ablation_keeps_its_finished_rows(tmp_path, monkeypatch):
+    import json
+
+    import recipes
+
+    def train_and_score(cfg, sets, corpora):
+        if cfg.tracking.run_name == "deep":
+            raise KeyboardInterrupt  # the second variant is interrupted
+        return {"epochs": 3, "best_epoch": 3, "train_min": 1.0, "dev_greedy_wer": 50.0,
+                "dev_greedy_cer": 20.0, "dev_beam_wer": 40.0, "dev_beam_cer": 21.0,
+                "dev_utterances": 7, "wall_min": 1.2}
+
+    monkeypatch.setattr(recipes, "train_and_score", train_and_score)
+    monkeypatch.chdir(tmp_path)  # main() moves to the repository; the test's cwd comes back
+    variants, out = tmp_path / "v.yaml", tmp_path / "table.json"
+    variants.write_text("baseline: []\ndeep: [model.lstm_layers=4]\n")
+    with pytest.raises(KeyboardInterrupt):
+        ablate.main(["--variants", str(variants), "--json", str(out), "--no-track"])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["variant"], r["dev_beam_wer"]) for r in rows] == [("baseline", 40.0)]
+
+
 def test_a_recipe_variant_is_trained_once_and_scored(trained):
     """train_and_score keeps a finished training and scores the named sets both ways."""
     import recipes
