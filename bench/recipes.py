@@ -35,7 +35,7 @@ def train_and_score(cfg, sets: dict[str, str], corpora: str | None) -> dict:
     for name, label in sets.items():
         for method, decoding in decodings.items():
             report = pipeline.evaluate(cfg.model_dir, cfg.data.manifest(name), decoding,
-                                       progress=False)
+                                       progress=False, speaker_cmvn=cfg.eval.speaker_cmvn)
             row[f"{label}_{method}_wer"] = round(100 * report.rates.wer, 2)
             row[f"{label}_{method}_cer"] = round(100 * report.rates.cer, 2)
             row[f"{label}_utterances"] = report.rates.utterances

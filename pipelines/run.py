@@ -97,7 +97,8 @@ def run(cfg, stages: list[str], args) -> int:
         if cfg.eval.tuning and decodings["beam"].lm is not None:
             decodings["beam"], table = pipeline.tune_lm(
                 model_dir, data.manifest("dev"), decodings["beam"], cfg.eval.tuning,
-                run_id=run_id, out=model_dir.parent, progress=progress)
+                run_id=run_id, out=model_dir.parent, progress=progress,
+                speaker_cmvn=cfg.eval.speaker_cmvn)
             best = decodings["beam"].options
             print(f"LM weight {best.lm_weight:g}, word bonus {best.word_bonus:g}: chosen on "
                   f"dev among {len(table)} pairs (dev WER {100 * min(r['wer'] for r in table):.1f}"
@@ -113,7 +114,8 @@ def run(cfg, stages: list[str], args) -> int:
                 tag = "" if name == "test" else f"-{name}"
                 out = model_dir.parent / f"eval{tag}-{decoding.name.replace('_', '-')}"
                 report = pipeline.evaluate(model_dir, data.manifest(name), decoding, out=out,
-                                           run_id=run_id, name=name, progress=progress)
+                                           run_id=run_id, name=name, progress=progress,
+                                           speaker_cmvn=cfg.eval.speaker_cmvn)
                 what = (f"beam {decoding.options.beam_width} + word LM" if decoding.lm
                         else decoding.name)
                 print(f"{name} ({what}): WER {100 * report.rates.wer:.1f} %  CER "

@@ -191,8 +191,8 @@ def cmd_evaluate(args) -> int:
 
     report = evaluate(args.model, args.manifest, _decoding(args), out=args.out,
                       run_id=args.run_id, name=args.name, backend=args.backend,
-                      vad=not args.no_vad,
-                      progress=False if args.quiet else None)
+                      vad=not args.no_vad, progress=False if args.quiet else None,
+                      speaker_cmvn=args.speaker_cmvn)
     print(json.dumps(report.summary(), indent=2))
     return 0
 
@@ -221,7 +221,7 @@ def cmd_transcribe(args) -> int:
     used: set[str] = set()
     done = 0
     for result in transcribe(args.model, files, _decoding(args), backend=args.backend,
-                             vad=not args.no_vad,
+                             vad=not args.no_vad, speaker_cmvn=args.speaker_cmvn,
                              progress=False if args.quiet else None):
         done += 1
         text = format_transcript(result, args.format, args.max_words_per_cue)
@@ -425,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "and summary.json")
     p.add_argument("--run-id", help="log the scores and report to this MLflow run")
     p.add_argument("--name", help="metric prefix in MLflow (default: the manifest's name)")
+    p.add_argument("--speaker-cmvn", action=argparse.BooleanOptionalAction, default=None,
+                   help="normalise each utterance with the statistics of all its speaker's "
+                   "utterances in the manifest (default: as the model's recipe chose)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("transcribe", help="transcribe audio files, folders or globs")
@@ -435,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="write <name>.<format> files here (else stdout)")
     p.add_argument("--max-words-per-cue", type=int, default=12,
                    help="srt/vtt: words per subtitle cue at most (1: a cue per word)")
+    p.add_argument("--speaker-cmvn", action="store_true",
+                   help="the inputs are one speaker's: normalise each with statistics pooled "
+                   "over all of them (short clips, e.g. single words, gain most)")
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("lm", help="build a word LM (ARPA) from text files and manifests")

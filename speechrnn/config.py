@@ -326,6 +326,11 @@ class EvalConfig:
     # with the model): a model trained on utterances with pauses at their ends hears a
     # word cut tight, or a single word, as it heard them in training
     edge_pad_s: float = 0.0
+    # each test (and dev-tuning) utterance normalised with its speaker's statistics, pooled
+    # over all of that speaker's utterances in the set (their audio only; saved with the
+    # model): a short clip's own statistics are far from those of the longer utterances a
+    # model with utterance CMVN learned from
+    speaker_cmvn: bool = False
     # the word LM: training transcripts plus these text files (a sentence a line; relative
     # paths are looked up under --corpora), modified Kneser-Ney or Witten-Bell, pruned by
     # count thresholds per order (0, 1, 1: bigrams and trigrams seen once dropped; ():

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import jiwer
 
+from .errors import InputError
 from .text import TextError, normalize_text
 
 
@@ -85,8 +86,39 @@ def evaluate_model(transcriber, rows, options=None, progress: bool | None = None
                    batch_size: int = 16):
     """Transcribe manifest ``rows`` with a :class:`~speechrnn.transcribe.Transcriber` and
     score them: (ErrorRates, [UtteranceScore]). An utterance whose audio cannot be read is
-    reported on one line and scored as an empty hypothesis (every word deleted)."""
+    reported on one line and scored as an empty hypothesis (every word deleted). With the
+    transcriber's ``speaker_cmvn``, each utterance is normalised with its speaker's
+    statistics (:func:`speaker_statistics`)."""
     return evaluate_each(transcriber, rows, [options], progress, batch_size)[0]
+
+
+def speaker_statistics(transcriber, rows, progress: bool | None = None) -> dict:
+    """``{speaker: CMVN}``: each speaker's statistics, pooled over all of that speaker's
+    ``rows`` (their audio only, never their transcripts). Rows without a speaker, and
+    unreadable ones, add nothing."""
+    from .audio import AudioError, load_audio
+    from .progress import progress_bar
+
+    groups: dict[str, list] = {}
+    for row in rows:
+        if row.speaker:
+            groups.setdefault(row.speaker, []).append(row)
+    stats = {}
+    with progress_bar(sum(map(len, groups.values())), "speaker statistics", progress) as bar:
+        for speaker, members in groups.items():
+            def audios(members=members):
+                for row in members:
+                    try:
+                        yield load_audio(row.audio, transcriber.sample_rate, *row.segment)
+                    except AudioError:
+                        pass  # reported when the utterance is scored
+                    bar.update(1)
+
+            try:
+                stats[speaker] = transcriber.speaker_stats(audios(), transcriber.sample_rate)
+            except InputError:  # none of the speaker's audio readable
+                pass
+    return stats
 
 
 def evaluate_each(transcriber, rows, choices, progress: bool | None = None,
@@ -97,6 +129,7 @@ def evaluate_each(transcriber, rows, choices, progress: bool | None = None,
     from .audio import AudioError, load_audio
     from .progress import progress_bar
 
+    stats = speaker_statistics(transcriber, rows, progress) if transcriber.speaker_cmvn else {}
     hyps: list[dict[int, tuple[str, float | None]]] = [{} for _ in choices]
     with progress_bar(len(rows), label, progress) as bar:
         for start in range(0, len(rows), batch_size):
@@ -110,8 +143,9 @@ def evaluate_each(transcriber, rows, choices, progress: bool | None = None,
                     print(f"skipped {err}")
                     for found in hyps:
                         found[i] = ("", None)
-            each = transcriber.transcribe_batch_each(audios, list(choices)) if audios else \
-                [[] for _ in choices]
+            cmvn = [stats.get(rows[i].speaker) for i in index] if stats else None
+            each = transcriber.transcribe_batch_each(audios, list(choices), cmvn) if audios \
+                else [[] for _ in choices]
             for found, batch in zip(hyps, each):
                 found.update((i, (h.text, h.confidence)) for i, h in zip(index, batch))
             bar.update(min(batch_size, len(rows) - start))

@@ -239,5 +239,12 @@ class FeatureExtractor:
     def __call__(self, path: str | Path, offset: float = 0.0, end: float | None = None):
         return self.normalize(self.raw(path, offset, end))
 
-    def from_audio(self, audio: np.ndarray) -> np.ndarray:
-        return self.normalize(mfcc(audio, self.config))
+    def from_audio(self, audio: np.ndarray, cmvn: CMVN | None = None) -> np.ndarray:
+        """Features of model-rate samples; ``cmvn``: statistics to normalise with instead of
+        the configured ones (a speaker's, pooled over several clips: :meth:`pooled_stats`)."""
+        feats = mfcc(audio, self.config)
+        return cmvn.apply(feats) if cmvn is not None else self.normalize(feats)
+
+    def pooled_stats(self, audios: Iterable[np.ndarray]) -> CMVN:
+        """CMVN statistics of the raw features of several clips together (one speaker's)."""
+        return CMVN.compute(mfcc(a, self.config) for a in audios)

@@ -17,6 +17,7 @@ Importing this module loads neither TensorFlow nor MLflow: each stage loads what
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 from .audio import AUDIO_SUFFIXES, AudioError
 from .config import Config
 from .decoding import Decoding
+from .errors import InputError
 from .evaluate import ErrorRates, UtteranceScore
 
 __all__ = ["Decoding", "Report", "bundle", "evaluate", "features", "find_audio", "load", "prepare",
@@ -94,7 +96,8 @@ def recipe_decoding(cfg: Config, method: str = "beam",
 
 def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
             run_id: str | None = None, out: str | Path | None = None,
-            backend: str = "auto", progress: bool | None = None) -> tuple[Decoding, list]:
+            backend: str = "auto", progress: bool | None = None,
+            speaker_cmvn: bool | None = None) -> tuple[Decoding, list]:
     """The LM weight and word bonus of beam search chosen on ``manifest`` (dev, never
     test) among ``pairs``: ``decoding`` with the best of them, and the table of every pair
     tried. ``out``: the table is written there as ``lm_tuning.tsv``; ``run_id``: the chosen
@@ -105,7 +108,7 @@ def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
     from .evaluate import tune_lm as tune
     from .manifest import read_manifest
 
-    transcriber = load(model, decoding, backend)
+    transcriber = load(model, decoding, backend, speaker_cmvn=speaker_cmvn)
     options, table = tune(transcriber, read_manifest(manifest), list(pairs), progress)
     files = []
     if out is not None:
@@ -149,12 +152,14 @@ def bundle(cfg: Config, decoding: Decoding, run_id: str | None = None) -> list[P
     return files
 
 
-def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bool = True):
+def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bool = True,
+         speaker_cmvn: bool | None = None):
     """A :class:`speechrnn.transcribe.Transcriber` for a model directory, a
     ``runs:/<run_id>/model`` or ``models:/<name>/<version>`` URI, or a config (its trained
     model); a ready transcriber is returned as it is. ``decoding`` None: the model's own
     (:meth:`Decoding.save`), else greedy. ``vad=False``: decode every sound as speech
-    (noise and tones too)."""
+    (noise and tones too). ``speaker_cmvn``: evaluation normalises each utterance with its
+    speaker's pooled statistics (None: as the model's recipe chose)."""
     from .transcribe import Transcriber, load_model
     from .vad import VadOptions
 
@@ -162,10 +167,10 @@ def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bo
         return model
     if isinstance(model, Config):
         model = model.model_dir
+    common = {"backend": backend, "vad": VadOptions(enabled=vad), "speaker_cmvn": speaker_cmvn}
     if decoding is None:  # the model's own decoding (decoding.json), else greedy
-        return load_model(model, backend=backend, vad=VadOptions(enabled=vad))
-    return load_model(model, backend=backend, options=decoding.options, lm=decoding.lm,
-                      vad=VadOptions(enabled=vad))
+        return load_model(model, **common)
+    return load_model(model, options=decoding.options, lm=decoding.lm, **common)
 
 
 @dataclass
@@ -180,6 +185,7 @@ class Report:
     scores: list[UtteranceScore]
     files: list[Path] = field(default_factory=list)
     run_id: str | None = None
+    speaker_cmvn: bool = False  # utterances normalised with their speaker's statistics
 
     def summary(self) -> dict:
         """What ``summary.json`` and ``speechrnn evaluate`` print."""
@@ -187,29 +193,31 @@ class Report:
                "decoder": self.decoding.options.method,
                "beam_width": self.decoding.options.beam_width,
                "lm": self.decoding.lm is not None, "backend": self.backend,
-               **self.rates.as_dict()}
+               "speaker_cmvn": self.speaker_cmvn, **self.rates.as_dict()}
         return {**out, "run_id": self.run_id} if self.run_id else out
 
 
 def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
              out: str | Path | None = None, run_id: str | None = None,
              name: str | None = None, backend: str = "auto", vad: bool = True,
-             progress: bool | None = None) -> Report:
+             progress: bool | None = None, speaker_cmvn: bool | None = None) -> Report:
     """WER and CER of ``model`` (as :func:`load` takes it) on a manifest.
 
     ``out``: write the report there (utterances.csv, alignment.txt, word_errors.csv,
     summary.json). ``run_id``: also log the rates as ``<name>_<decoding>_<rate>`` metrics
-    and the report as artifacts to that MLflow run (``name`` defaults to the manifest's)."""
+    and the report as artifacts to that MLflow run (``name`` defaults to the manifest's).
+    ``speaker_cmvn``: each utterance normalised with the statistics of all its speaker's
+    utterances in the manifest (None: as the model's recipe chose, ``eval.speaker_cmvn``)."""
     from .evaluate import evaluate_model
     from .manifest import read_manifest
     from .report import write_report
 
-    transcriber = load(model, decoding, backend, vad)
+    transcriber = load(model, decoding, backend, vad, speaker_cmvn)
     decoding = Decoding(transcriber.options, transcriber.lm)
     rates, scores = evaluate_model(transcriber, read_manifest(manifest), progress=progress)
     report = Report(str(model.model_dir if isinstance(model, Config) else model),
                     str(manifest), decoding, transcriber.backend, rates, scores,
-                    run_id=run_id)
+                    run_id=run_id, speaker_cmvn=transcriber.speaker_cmvn)
     if out is None and run_id:
         import tempfile
 
@@ -251,20 +259,35 @@ def find_audio(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
 def transcribe(model, sources: Iterable, decoding: Decoding | None = None, *,
                backend: str = "auto", vad: bool = True, progress: bool | None = None,
                on_error: Callable[[AudioError], None] | None = None,
-               ) -> Iterator:
+               speaker_cmvn: bool = False) -> Iterator:
     """Transcribe audio files (or bytes) one by one with ``model`` (as :func:`load` takes
     it), yielding a :class:`speechrnn.transcribe.Transcript` for each. An input that cannot
     be read is passed to ``on_error`` (default: one line on stderr) and skipped; the rest
-    go on. Several inputs show a bar of files done; one long file a bar of its audio."""
+    go on. Several inputs show a bar of files done; one long file a bar of its audio.
+    ``speaker_cmvn``: the inputs are one speaker's; each is normalised with statistics
+    pooled over all of them (:meth:`~speechrnn.transcribe.Transcriber.speaker_stats`: a
+    first pass reads them all), which helps short clips most."""
     from .progress import progress_bar
 
     transcriber = load(model, decoding, backend, vad)
     sources = list(sources)
     single = len(sources) == 1
+    stats = None
+    if speaker_cmvn:
+        with progress_bar(len(sources), "speaker statistics",
+                          False if single else progress) as bar:
+            def counted():
+                for source in sources:
+                    yield source
+                    bar.update(1)
+
+            with contextlib.suppress(InputError):  # nothing readable: each fails below
+                stats = transcriber.speaker_stats(counted(), on_error=lambda err: None)
     with progress_bar(len(sources), "transcribing", False if single else progress) as bar:
         for source in sources:
             try:
-                result = transcriber.transcribe(source, progress=progress if single else False)
+                result = transcriber.transcribe(source, progress=progress if single else False,
+                                                cmvn=stats)
             except AudioError as err:
                 if on_error is None:
                     bar.write(f"speechrnn: error: {err}", file=sys.stderr)

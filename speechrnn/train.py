@@ -547,7 +547,8 @@ def save_best(job: Job, state: TrainState, rates, table) -> None:
             replace_dir(best) as folder:
         save_model(folder, job.model, cfg.features, job.data.alphabet,
                    {"epoch": state.epoch, "dev_wer": rates.wer, "dev_cer": rates.cer,
-                    "config": cfg.name, "edge_pad_s": cfg.eval.edge_pad_s}, atomic=False)
+                    "config": cfg.name, "edge_pad_s": cfg.eval.edge_pad_s,
+                    "speaker_cmvn": cfg.eval.speaker_cmvn}, atomic=False)
         if cfg.features.cmvn == "global":
             shutil.copy(cfg.workdir / "cmvn.json", folder / "cmvn.json")
         write_utterances(folder / "dev_transcripts.csv", table)

@@ -70,6 +70,9 @@ class Transcriber:
     threads: int = 0  # ONNX Runtime intra-op threads (0: all cores)
     vad: VadOptions = VadOptions()  # enabled=False: every sound is decoded as speech
     edge_pad_s: float | None = None  # quiet added at both ends (None: the model's own)
+    # evaluation of a manifest: each utterance normalised with its speaker's statistics,
+    # pooled over all of that speaker's utterances (None: the model's own choice)
+    speaker_cmvn: bool | None = None
     network: object = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -83,6 +86,8 @@ class Transcriber:
         self.stride, self.frame_seconds = files.stride, files.frame_seconds
         if self.edge_pad_s is None:  # what the recipe chose on dev (eval.edge_pad_s)
             self.edge_pad_s = float(self.meta.get("edge_pad_s", 0.0))
+        if self.speaker_cmvn is None:  # what the recipe chose on dev (eval.speaker_cmvn)
+            self.speaker_cmvn = bool(self.meta.get("speaker_cmvn", False))
         cmvn = CMVN.load(files.path / "cmvn.json") if self.features.cmvn == "global" else None
         self.extractor = FeatureExtractor(self.features, cmvn=cmvn)
         self.network, self.backend = _load_network(files, self.backend, self.threads)
@@ -104,9 +109,46 @@ class Transcriber:
             return load_audio(io.BytesIO(bytes(source)), self.sample_rate, name="<audio bytes>")
         return load_audio(source, self.sample_rate)
 
-    def log_probs_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        """(T', vocab) log-probabilities of each audio, run as one padded batch."""
-        feats = [self.extractor.from_audio(a) for a in audios]
+    def speaker_stats(self, sources, sample_rate: int | None = None,
+                      on_error=None) -> CMVN:
+        """CMVN statistics pooled over several inputs of one speaker (paths, bytes, or
+        arrays at ``sample_rate``), each piece as the network hears it (quiet edges added).
+
+        Given as ``cmvn`` to :meth:`transcribe` or :meth:`transcribe_batch`, they normalise a
+        clip as part of its speaker's speech instead of by its own statistics. A model with
+        utterance CMVN learns from utterances of several seconds, whose statistics are close
+        to their speaker's; a single word cut tight has a mean and spread of its own, far
+        from them. An input that cannot be read goes to ``on_error`` (default: raised).
+        Raises :class:`InputError` when no input has any audio."""
+        quiet = int(self.edge_pad_s * self.sample_rate)
+
+        def pieces():
+            for source in sources:
+                try:
+                    for audio in self._pieces(source, sample_rate):
+                        yield _with_quiet_edges(audio, quiet)[0]
+                except AudioError as err:
+                    if on_error is None:
+                        raise
+                    on_error(err)
+
+        return self.extractor.pooled_stats(pieces())
+
+    def _pieces(self, source, sample_rate: int | None = None):
+        """The pieces the network hears of an input: a file's chunks, or the audio whole."""
+        if isinstance(source, (str, Path)):
+            for _, chunk in chunks(stream_audio(source, self.sample_rate,
+                                                self.chunking.max_chunk_s),
+                                   self.sample_rate, self.chunking):
+                yield chunk
+        else:
+            yield self.audio(source, sample_rate)
+
+    def log_probs_batch(self, audios: list[np.ndarray], cmvn=None) -> list[np.ndarray]:
+        """(T', vocab) log-probabilities of each audio, run as one padded batch. ``cmvn``:
+        the statistics to normalise with (:meth:`speaker_stats`), one for all or a list
+        with one (or None: the model's own normalisation) per audio."""
+        feats = [self.extractor.from_audio(a, c) for a, c in zip(audios, _each(cmvn, audios))]
         lengths = np.array([len(f) for f in feats], np.int32)
         batch = np.zeros((len(feats), lengths.max(), feats[0].shape[1]), np.float32)
         for i, f in enumerate(feats):
@@ -123,10 +165,11 @@ class Transcriber:
 
     def transcribe(self, source, sample_rate: int | None = None,
                    options: DecodingOptions | None = None,
-                   progress: bool | None = False) -> Transcript:
+                   progress: bool | None = False, cmvn: CMVN | None = None) -> Transcript:
         """Transcribe a path, audio bytes or an array (with ``sample_rate``). With
         ``progress`` (None: unless SPEECHRNN_PROGRESS=0), a file longer than a few chunks
-        shows a bar of audio seconds done."""
+        shows a bar of audio seconds done. ``cmvn``: its speaker's statistics
+        (:meth:`speaker_stats`; None: each chunk normalised as the model was trained)."""
         from .audio import audio_duration
         from .progress import progress_bar
 
@@ -146,25 +189,27 @@ class Transcriber:
                 total = offset + len(chunk)
                 pending.append((offset, chunk))
                 if len(pending) == self.batch_size:
-                    pieces += self._run(pending, options)
+                    pieces += self._run(pending, options, cmvn)
                     bar.update(min(int(total / self.sample_rate), bar.total) - bar.n)
                     pending = []
             if total < MIN_SECONDS * self.sample_rate:
                 raise AudioError(name, f"audio too short to transcribe "
                                        f"({total / self.sample_rate:.3f} s < {MIN_SECONDS} s)")
-            pieces += self._run(pending, options)
+            pieces += self._run(pending, options, cmvn)
             bar.update(bar.total - bar.n)
         return _join(pieces, total / self.sample_rate, name)
 
     def transcribe_batch(self, audios: list[np.ndarray],
-                         options: DecodingOptions | None = None) -> list[Hypothesis]:
+                         options: DecodingOptions | None = None, cmvn=None) -> list[Hypothesis]:
         """Short utterances (model-rate arrays) through the network together; word edges
         snapped to the sound (:func:`snap_to_speech`). Audio without speech gives an empty
-        hypothesis, and words that do not touch speech are dropped (``vad``)."""
-        return self.transcribe_batch_each(audios, [options])[0]
+        hypothesis, and words that do not touch speech are dropped (``vad``). ``cmvn``: as
+        :meth:`log_probs_batch` takes it."""
+        return self.transcribe_batch_each(audios, [options], cmvn)[0]
 
     def transcribe_batch_each(self, audios: list[np.ndarray],
-                              choices: list[DecodingOptions | None]) -> list[list[Hypothesis]]:
+                              choices: list[DecodingOptions | None],
+                              cmvn=None) -> list[list[Hypothesis]]:
         """:meth:`transcribe_batch` with each of several decoding options (e.g. LM weights
         tried on dev), the network run once: a list of hypotheses per option."""
         regions = [speech_regions(a, self.sample_rate, self.vad) if self.vad.enabled else None
@@ -178,8 +223,9 @@ class Transcriber:
         with self._blas.limit(limits=1, user_api="blas"):
             padded = [_with_quiet_edges(audios[i], int(self.edge_pad_s * self.sample_rate))
                       for i in run]
+            stats = _each(cmvn, audios)
             for i, (a, lead), lp in zip(run, padded, self.log_probs_batch(
-                    [a for a, _ in padded])):
+                    [a for a, _ in padded], [stats[i] for i in run])):
                 for out, options in zip(hyps, choices):
                     hyp = snap_to_speech(self.decode(lp, options), a, self.sample_rate,
                                          self.features.frames_per_second)
@@ -189,13 +235,22 @@ class Transcriber:
                     out[i] = hyp if regions[i] is None else _keep_speech(hyp, regions[i])
         return hyps
 
-    def _run(self, pending, options) -> list[Hypothesis]:
+    def _run(self, pending, options, cmvn=None) -> list[Hypothesis]:
         frame = int(self.sample_rate / self.features.frames_per_second)  # one feature hop
         pending = [(o, c) for o, c in pending if len(c) >= frame]
         if not pending:
             return []
-        hyps = self.transcribe_batch([c for _, c in pending], options)
+        hyps = self.transcribe_batch([c for _, c in pending], options, cmvn)
         return [h.shifted(o / self.sample_rate) for (o, _), h in zip(pending, hyps)]
+
+
+def _each(cmvn, audios) -> list:
+    """``cmvn`` (one set of statistics, None, or a list of them) as one item per audio."""
+    if isinstance(cmvn, (list, tuple)):
+        if len(cmvn) != len(audios):
+            raise ValueError(f"{len(cmvn)} CMVN statistics for {len(audios)} audios")
+        return list(cmvn)
+    return [cmvn] * len(audios)
 
 
 def _with_quiet_edges(audio: np.ndarray, quiet: int) -> tuple[np.ndarray, int]:

@@ -114,3 +114,49 @@ def test_several_decodings_score_as_each_alone(trained):
     assert [t["wer"] for t in table] == [together[1][0].wer, together[2][0].wer]
     assert (best.lm_weight, best.word_bonus) in ((0.3, 0.0), (2.0, 1.0))
     assert best.method == "beam"
+
+
+def test_speaker_cmvn_pools_each_speakers_utterances(trained, tmp_path):
+    """eval.speaker_cmvn: each utterance is normalised with the statistics of all its
+    speaker's utterances in the set (audio only); rows without a speaker keep their own;
+    an unreadable row is scored empty and the others go on. The model's recipe choice
+    (model.json) is the default."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from speechrnn.audio import load_audio
+    from speechrnn.evaluate import _normal, evaluate_model, speaker_statistics
+    from speechrnn.manifest import read_manifest
+    from speechrnn.transcribe import load_model
+
+    rows = read_manifest(trained.corpus / "train.jsonl")[:6]
+    assert len(rows) == 6
+    rows = [replace(r, speaker="ab"[i % 2]) for i, r in enumerate(rows)]
+    rows.append(replace(rows[0], audio=str(tmp_path / "gone.wav"), id="gone"))
+    rows.append(replace(rows[1], speaker="", id="alone"))
+    model = load_model(trained.model_dir, speaker_cmvn=True)
+    stats = speaker_statistics(model, rows, progress=False)
+    assert set(stats) == {"a", "b"}
+    for speaker in "ab":
+        audios = [load_audio(r.audio) for r in rows[:6] if r.speaker == speaker]
+        np.testing.assert_allclose(stats[speaker].mean,
+                                   model.speaker_stats(audios, 16000).mean, atol=1e-5)
+    rates, scores = evaluate_model(model, rows, progress=False)
+    assert rates.utterances == len(rows) and scores[6].hypothesis == ""
+    for row, score in zip(rows[:6], scores):
+        hyp = model.transcribe_batch([load_audio(row.audio)], cmvn=stats[row.speaker])[0]
+        assert score.hypothesis == _normal(hyp.text)
+    plain = load_model(trained.model_dir)
+    assert plain.speaker_cmvn is False  # a model saved without the choice
+    alone = evaluate_model(plain, rows[7:], progress=False)[1][0]  # batched apart
+    assert scores[7].hypothesis == alone.hypothesis
+    assert scores[7].confidence == pytest.approx(alone.confidence, abs=1e-4)
+    path = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(trained.model_dir, path)
+    meta = json.loads((path / "model.json").read_text())
+    (path / "model.json").write_text(json.dumps({**meta, "speaker_cmvn": True}))
+    assert load_model(path).speaker_cmvn is True
+    assert load_model(path, speaker_cmvn=False).speaker_cmvn is False

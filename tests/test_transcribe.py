@@ -80,6 +80,66 @@ def test_edge_pad_keeps_word_times_on_the_audio_clock(trained, tmp_path):
         audio, sample_rate=16000).text == plain.transcribe(audio, sample_rate=16000).text
 
 
+def test_speaker_statistics_normalise_clips_as_their_speakers_speech(trained, tmp_path):
+    """Statistics pooled over one clip are the clip's own (utterance CMVN, as the model was
+    trained): the same log-probabilities. Pooled over several clips they are those clips'
+    raw features together; files and arrays give the same; a bad file is reported."""
+    import speechrnn
+    from speechrnn.features import CMVN, mfcc
+
+    model = speechrnn.load_model(trained.model_dir)
+    rows = read_manifest(trained.corpus / "test.jsonl")[:3]
+    audios = [load_audio(r.audio) for r in rows]
+    own = model.log_probs_batch(audios)
+    alone = model.log_probs_batch(audios, [model.speaker_stats([a], 16000) for a in audios])
+    for a, b in zip(own, alone):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    pooled = model.speaker_stats(audios, 16000)
+    expected = CMVN.compute(mfcc(a, model.features) for a in audios)
+    np.testing.assert_allclose(pooled.mean, expected.mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pooled.std, expected.std, rtol=1e-5)
+    assert pooled.frames == expected.frames
+    from_files = model.speaker_stats([r.audio for r in rows])
+    np.testing.assert_allclose(from_files.mean, pooled.mean, atol=1e-3)
+    changed = model.log_probs_batch(audios, pooled)
+    assert any(np.abs(a - b).max() > 1e-2 for a, b in zip(own, changed))
+    assert model.transcribe(rows[0].audio, cmvn=pooled).text == \
+        model.transcribe_batch([audios[0]], cmvn=pooled)[0].text
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(AudioError, match="missing.wav"):
+        model.speaker_stats([rows[0].audio, missing])
+    seen = []
+    kept = model.speaker_stats([rows[0].audio, missing], on_error=seen.append)
+    assert [e.path for e in seen] == [str(missing)] and kept.frames == len(mfcc(
+        audios[0], model.features))
+
+
+def test_transcribe_speaker_cmvn_pools_the_inputs(trained, tmp_path):
+    """``speechrnn transcribe --speaker-cmvn``: the inputs are one speaker's, each is
+    normalised with statistics pooled over all of them; a bad input is still reported and
+    skipped."""
+    import speechrnn
+    from speechrnn import pipeline
+
+    rows = read_manifest(trained.corpus / "test.jsonl")[:2]
+    files = [write(tmp_path / f"clip{i}.wav", load_audio(r.audio)) for i, r in enumerate(rows)]
+    model = speechrnn.load_model(trained.model_dir)
+    stats = model.speaker_stats(files)
+    expected = [model.transcribe(f, cmvn=stats).text for f in files]
+    errors = []
+    got = [t.text for t in pipeline.transcribe(model, [files[0], tmp_path / "nope.wav",
+                                                       files[1]], speaker_cmvn=True,
+                                               progress=False, on_error=errors.append)]
+    assert got == expected and len(errors) == 1 and "nope.wav" in str(errors[0])
+    env = {**os.environ, "SPEECHRNN_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, "-m", "speechrnn", "transcribe", "--model",
+                           str(trained.model_dir), "--quiet", "--speaker-cmvn",
+                           *map(str, files)], capture_output=True, text=True, env=env,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split("\t", 1)[1] for line in proc.stdout.splitlines()] == expected
+
+
 def test_models_load_from_mlflow_uris(trained, monkeypatch):
     import speechrnn
 
