@@ -124,11 +124,14 @@ def markdown(report: dict, argv=None) -> str:
     if config.is_relative_to(ROOT):
         config = config.relative_to(ROOT)
     minutes = sum(r["wall_min"] for r in report["rows"])
+    kept = sum(bool(r.get("kept")) for r in report["rows"])
+    rescored = (f" ({kept} of the {len(report['rows'])} trainings were kept from an earlier "
+                "run of the same recipe and only scored again)") if kept else ""
     budget = (f"{report['budget_min']:g} minutes of training" if report["budget_min"]
               else "the recipe's training budget")
     return f"""## FSDD digits from a speaker no stage has heard (leave one speaker out)
 
-Run {date.today().isoformat()}, {minutes:.0f} minutes on 2 CPU cores:
+Run {date.today().isoformat()}, {minutes:.0f} min on 2 CPU cores{rescored}:
 
     {command}
 

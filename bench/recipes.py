@@ -21,15 +21,18 @@ def train_and_score(cfg, sets: dict[str, str], corpora: str | None) -> dict:
     """Prepare ``cfg``'s data (kept when already there), train (or resume: a finished
     training is kept as it is) and score the model on each manifest ``name`` of ``sets``
     (``{name: label}``): ``<label>_<greedy|beam>_<wer|cer>`` and ``<label>_utterances``, in
-    percent, with ``epochs``, ``best_epoch``, ``train_min`` and ``wall_min``."""
+    percent, with ``epochs``, ``best_epoch``, ``train_min``, ``wall_min`` and ``kept`` (the
+    training had finished before this call: only scored again)."""
     from speechrnn import pipeline
+    from speechrnn.checkpoint import finished
 
     start = time.monotonic()
+    kept = finished(cfg.workdir)
     pipeline.prepare(cfg, corpora, progress=False)
     trained = time.monotonic()
     result = pipeline.train(cfg, progress=False, corpora=corpora)
     row = {"epochs": len(result.history), "best_epoch": result.best_epoch + 1,
-           "train_min": round((time.monotonic() - trained) / 60, 1)}
+           "train_min": round((time.monotonic() - trained) / 60, 1), "kept": kept}
     decodings = {"greedy": pipeline.recipe_decoding(cfg, "greedy"),
                  "beam": pipeline.recipe_decoding(cfg, "beam", corpora)}
     for name, label in sets.items():

@@ -281,6 +281,9 @@ def test_a_benchmark_section_of_results_md_is_replaced_and_kept(tmp_path):
     assert "python bench/fsdd_loso.py --speakers george" in first
     assert "| george | 7 | 9.0 | 8.5 | 12.0 | 9.2 |" in first
     assert "`pipelines/configs/fsdd-digits.yaml`" in first
+    assert "only scored again" not in first
+    report["rows"][0]["kept"] = True  # a finished training scored again says so
+    assert "(1 of the 1 trainings were kept from an earlier run" in fsdd_loso.markdown(report)
     report["rows"][0]["connected_beam_wer"] = 4.0
     write_section(results, "fsdd_loso", fsdd_loso.markdown(report, []))
     second = results.read_text()
