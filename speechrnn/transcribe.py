@@ -135,14 +135,16 @@ class Transcriber:
         return self.extractor.pooled_stats(pieces())
 
     def _pieces(self, source, sample_rate: int | None = None):
-        """The pieces the network hears of an input: a file's chunks, or the audio whole."""
+        """The chunks of an input, as :meth:`transcribe` cuts them."""
+        for _, chunk in chunks(self._blocks(source, sample_rate), self.sample_rate,
+                               self.chunking):
+            yield chunk
+
+    def _blocks(self, source, sample_rate: int | None = None):
+        """An input as blocks of model-rate samples: a file streamed, other inputs whole."""
         if isinstance(source, (str, Path)):
-            for _, chunk in chunks(stream_audio(source, self.sample_rate,
-                                                self.chunking.max_chunk_s),
-                                   self.sample_rate, self.chunking):
-                yield chunk
-        else:
-            yield self.audio(source, sample_rate)
+            return stream_audio(source, self.sample_rate, self.chunking.max_chunk_s)
+        return [self.audio(source, sample_rate)]
 
     def log_probs_batch(self, audios: list[np.ndarray], cmvn=None) -> list[np.ndarray]:
         """(T', vocab) log-probabilities of each audio, run as one padded batch. ``cmvn``:
@@ -174,12 +176,9 @@ class Transcriber:
         from .progress import progress_bar
 
         name = _name(source)
-        if isinstance(source, (str, Path)):
-            blocks = stream_audio(source, self.sample_rate, self.chunking.max_chunk_s)
-            seconds = audio_duration(source)
-        else:
-            blocks = [self.audio(source, sample_rate)]
-            seconds = len(blocks[0]) / self.sample_rate
+        blocks = self._blocks(source, sample_rate)
+        seconds = audio_duration(source) if isinstance(source, (str, Path)) else \
+            len(blocks[0]) / self.sample_rate
         long = progress is not False and seconds > 3 * self.chunking.max_chunk_s
         pieces, total = [], 0
         pending: list[tuple[int, np.ndarray]] = []
