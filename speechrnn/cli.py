@@ -158,21 +158,31 @@ def cmd_train(args) -> int:
 
 def _decoding(args):
     """The :class:`~speechrnn.decoding.Decoding` of the shared decoding flags; None (the
-    model's own decoding, else greedy) when no flag chooses one."""
+    model's own decoding, else greedy) when no flag chooses one. ``--beam-width``,
+    ``--lm-weight``, ``--word-bonus`` or ``--engine`` alone change the model's own beam
+    search (its LM kept; beam search without an LM when it saved none)."""
+    from dataclasses import replace
+
     from .decoding import Decoding, DecodingOptions
     from .lm import WordLM
+    from .model_dir import resolve_model
 
     if args.lm and (args.lm_from or args.lm_text):
         raise InputError("--lm (an ARPA file) or --lm-from/--lm-text (build one), not both")
     wants_lm = bool(args.lm or args.lm_from or args.lm_text)
+    given = {k: v for k, v in (("beam_width", args.beam_width), ("lm_weight", args.lm_weight),
+                               ("word_bonus", args.word_bonus)) if v is not None}
+    if args.engine != "auto":
+        given["engine"] = args.engine
     if args.decoder is None and not wants_lm:
-        return None
+        if not given:
+            return None
+        own = Decoding.of_model(resolve_model(args.model)) or Decoding(DecodingOptions("beam"))
+        return Decoding(replace(own.options, **given), own.lm)
     lm = WordLM.load(args.lm) if args.lm else \
         WordLM.from_sources(args.lm_from, args.lm_text, order=args.lm_order)
     method = args.decoder or ("beam" if wants_lm else "greedy")
-    return Decoding(DecodingOptions(method=method, beam_width=args.beam_width,
-                                    lm_weight=args.lm_weight, word_bonus=args.word_bonus,
-                                    engine=args.engine), lm)
+    return Decoding(DecodingOptions(method=method, **given), lm)
 
 
 def cmd_lm(args) -> int:
@@ -333,7 +343,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder", choices=("greedy", "beam"),
                    help="default: the model's own (beam + LM when its recipe saved one, "
                    "decoding.json), else greedy; beam when an LM is given")
-    p.add_argument("--beam-width", type=int, default=EvalConfig.beam_width)
+    p.add_argument("--beam-width", type=int, help="beam search's width (default: the "
+                   f"model's own, else {EvalConfig.beam_width}); alone, it widens the model's "
+                   "own beam search")
     p.add_argument("--lm-from", type=Path, action="append", default=[],
                    help="word LM from these manifests' transcripts (beam; repeatable)")
     p.add_argument("--lm-text", type=Path, action="append", default=[],
@@ -341,8 +353,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", type=Path, help="word LM: an ARPA file (speechrnn lm, KenLM's "
                    "lmplz; .gz too) (beam)")
     p.add_argument("--lm-order", type=int, default=EvalConfig.lm_order)
-    p.add_argument("--lm-weight", type=float, default=EvalConfig.lm_weight)
-    p.add_argument("--word-bonus", type=float, default=EvalConfig.word_bonus)
+    p.add_argument("--lm-weight", type=float, help="default: the model's own, else "
+                   f"{EvalConfig.lm_weight}")
+    p.add_argument("--word-bonus", type=float, help="default: the model's own, else "
+                   f"{EvalConfig.word_bonus}")
     p.add_argument("--engine", choices=("auto", "flashlight", "python"), default="auto",
                    help="beam search with an LM: flashlight-text's C++ decoder (auto: when "
                    "installed) or speechrnn's own")

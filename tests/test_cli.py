@@ -4,7 +4,7 @@ import sys
 
 from conftest import tone, write
 
-from speechrnn.cli import main
+from speechrnn.cli import _decoding, main
 
 
 def test_import_stats_and_errors(tmp_path, capsys):
@@ -69,9 +69,39 @@ def test_cli_defaults_come_from_the_config_dataclasses():
     imported = parser.parse_args(["data", "import", "fsdd", "--source", "s", "--out", "x"])
     assert (imported.per_speaker, imported.perturb) == (DataConfig.per_speaker,
                                                         DataConfig.perturb)
-    ev = parser.parse_args(["evaluate", "--model", "m", "--manifest", "t.jsonl"])
-    assert (ev.beam_width, ev.lm_order, ev.lm_weight, ev.word_bonus) == (
+    ev = parser.parse_args(["evaluate", "--model", "m", "--manifest", "t.jsonl",
+                            "--decoder", "beam"])
+    options = _decoding(ev).options
+    assert (options.beam_width, ev.lm_order, options.lm_weight, options.word_bonus) == (
         EvalConfig.beam_width, EvalConfig.lm_order, EvalConfig.lm_weight, EvalConfig.word_bonus)
+
+
+def test_a_beam_width_alone_changes_the_models_own_beam_search(tmp_path):
+    from speechrnn.cli import build_parser
+    from speechrnn.decoding import Decoding, DecodingOptions
+    from speechrnn.lm import WordLM
+
+    text = tmp_path / "sentences.txt"
+    text.write_text("one two three\nthree two one\n")
+    own = Decoding(DecodingOptions("beam", beam_width=64, lm_weight=1.2, word_bonus=2.0),
+                   WordLM.from_sources([], [text], order=2))
+    own.save(tmp_path)
+    parser = build_parser()
+
+    def decoding(*flags):
+        return _decoding(parser.parse_args(["transcribe", "--model", str(tmp_path), "x.wav",
+                                            *flags]))
+
+    assert decoding() is None  # no flag: the model's own, as the transcriber loads it
+    wider = decoding("--beam-width", "256")
+    assert (wider.options.method, wider.options.beam_width, wider.options.lm_weight,
+            wider.options.word_bonus) == ("beam", 256, 1.2, 2.0)
+    assert wider.lm is not None and "three" in wider.lm.vocab
+    assert decoding("--word-bonus", "0").options.beam_width == 64
+    # a model that saved no decoding: beam search without an LM, at the width asked
+    (tmp_path / "decoding.json").unlink()
+    plain = decoding("--beam-width", "8")
+    assert (plain.options.method, plain.options.beam_width, plain.lm) == ("beam", 8, None)
 
 
 def test_user_errors_are_one_line_and_verbose_shows_the_traceback(tmp_path, capsys):
