@@ -154,7 +154,8 @@ def test_served_model_transcribes_audio_and_refuses_garbage(trained, talkative):
         server.stop()
 
 
-def test_logged_model_is_code_from_the_tracking_package_and_loads(trained, talkative):
+def test_logged_model_is_code_from_the_tracking_package_and_loads(trained, talkative,
+                                                                  monkeypatch):
     """The model is MLflow "model from code": tracking/pyfunc.py copied beside MLmodel, the
     speechrnn package (tracking subpackage included) as its code; loaded as MLflow loads it
     to serve it, it transcribes as the library does."""
@@ -175,6 +176,11 @@ def test_logged_model_is_code_from_the_tracking_package_and_loads(trained, talka
     assert not (code / "mlflow_pyfunc.py").exists() and not (code / "tracking.py").exists()
     assert sorted(p.name for p in download_model(model_uri, trained.uri).iterdir()) == \
         sorted(p.name for p in Path(model_dir).iterdir())
+    # downloaded once a process: the CLI reads a model's decoding, then loads it
+    first = download_model(model_uri, trained.uri)
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **_: 1 / 0)
+    assert download_model(model_uri, trained.uri) == first
+    monkeypatch.undo()
 
     path = read_manifest(trained.corpus / "test.jsonl")[0].audio
     got = load_pyfunc(model_uri, trained.uri).predict(

@@ -80,21 +80,29 @@ def served_model_uri(model: str) -> str:
                             "tracking on")
 
 
+_downloaded: dict[tuple[str, str], Path] = {}  # (model URI, tracking URI) -> model dir
+
+
 def download_model(model_uri: str, uri: str | None = None) -> Path:
     """The model directory inside a logged MLflow model (``runs:/<run_id>/model``,
-    ``models:/<name>/<version>``), downloaded to a local folder."""
+    ``models:/<name>/<version>``), downloaded to a local folder once per process (the CLI
+    reads a model's decoding, then loads it: one download)."""
     import yaml
 
-    mlflow.set_tracking_uri(tracking_uri(uri))
+    key = (model_uri, tracking_uri(uri))
+    if key in _downloaded and _downloaded[key].is_dir():
+        return _downloaded[key]
+    mlflow.set_tracking_uri(key[1])
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     except mlflow.exceptions.MlflowException as err:
         raise FileNotFoundError(f"{model_uri}: {err.message.splitlines()[0]}") from None
     try:
         flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
-        return local / flavor["artifacts"]["model_dir"]["path"]
+        _downloaded[key] = local / flavor["artifacts"]["model_dir"]["path"]
     except (FileNotFoundError, KeyError, TypeError):
         raise FileNotFoundError(f"{model_uri}: not a speechrnn MLflow model") from None
+    return _downloaded[key]
 
 
 def load_pyfunc(model_uri: str, uri: str | None = None):
