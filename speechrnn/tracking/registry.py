@@ -83,14 +83,21 @@ def served_model_uri(model: str) -> str:
 _downloaded: dict[tuple[str, str], Path] = {}  # (model URI, tracking URI) -> model dir
 
 
+def _fixed(model_uri: str) -> bool:
+    """Whether a URI names one model for good: a run's, or a numbered registered version
+    (not ``latest`` or an alias, which move when a new version is registered)."""
+    return model_uri.startswith("runs:/") or (
+        model_uri.startswith("models:/") and model_uri.rstrip("/").rsplit("/", 1)[-1].isdigit())
+
+
 def download_model(model_uri: str, uri: str | None = None) -> Path:
     """The model directory inside a logged MLflow model (``runs:/<run_id>/model``,
-    ``models:/<name>/<version>``), downloaded to a local folder once per process (the CLI
-    reads a model's decoding, then loads it: one download)."""
+    ``models:/<name>/<version>``), downloaded to a local folder; once per process for a
+    run's model or a numbered version (the CLI reads a model's decoding, then loads it)."""
     import yaml
 
     key = (model_uri, tracking_uri(uri))
-    if key in _downloaded and _downloaded[key].is_dir():
+    if _fixed(model_uri) and key in _downloaded and _downloaded[key].is_dir():
         return _downloaded[key]
     mlflow.set_tracking_uri(key[1])
     try:
