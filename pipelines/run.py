@@ -116,9 +116,7 @@ def run(cfg, stages: list[str], args) -> int:
                 report = pipeline.evaluate(model_dir, data.manifest(name), decoding, out=out,
                                            run_id=run_id, name=name, progress=progress,
                                            speaker_cmvn=cfg.eval.speaker_cmvn)
-                what = (f"beam {decoding.options.beam_width} + word LM" if decoding.lm
-                        else decoding.name)
-                print(f"{name} ({what}): WER {100 * report.rates.wer:.1f} %  CER "
+                print(f"{name} ({decoding.describe()}): WER {100 * report.rates.wer:.1f} %  CER "
                       f"{100 * report.rates.cer:.1f} %  ({report.rates.utterances} "
                       f"utterances; report in {out})")
 

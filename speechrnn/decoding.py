@@ -111,6 +111,17 @@ class Decoding:
         """``greedy``, ``beam`` or ``beam_lm``: names reports and metrics."""
         return self.options.method + ("_lm" if self.lm is not None else "")
 
+    def describe(self) -> str:
+        """For people: ``greedy``, ``beam 16``, or ``beam 64 + word LM (weight 0.8, word
+        bonus 2)``."""
+        o = self.options
+        if o.method == "greedy":
+            return "greedy"
+        if self.lm is None:
+            return f"beam {o.beam_width}"
+        return (f"beam {o.beam_width} + word LM (weight {o.lm_weight:g}, "
+                f"word bonus {o.word_bonus:g})")
+
     @classmethod
     def for_recipe(cls, cfg: Config, method: str = "beam", corpora=None) -> Decoding:
         """How a recipe decodes: greedy, or beam search as its ``eval`` section says with

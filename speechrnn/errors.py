@@ -22,3 +22,9 @@ class NotFoundError(SpeechRNNError, FileNotFoundError):
 
 class MissingDependencyError(SpeechRNNError, RuntimeError):
     """An optional package or program that this path needs is not installed."""
+
+
+def reason(err: Exception) -> str:
+    """Why ``err`` happened, without the file name that an
+    :class:`~speechrnn.audio.AudioError` starts with: for a caller that names the item."""
+    return getattr(err, "reason", None) or str(err)

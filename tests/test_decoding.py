@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from speechrnn.decoding import (
+    Decoding,
     DecodingOptions,
     align,
     beam_search,
@@ -178,3 +179,12 @@ def test_a_broken_decoding_file_is_named(tmp_path):
     (tmp_path / "decoding.json").write_text('{"beam": 3}')
     with pytest.raises(InputError, match=r"decoding\.json: not a decoding file"):
         Decoding.of_model(tmp_path)
+
+
+def test_decoding_describes_itself_for_people():
+    assert Decoding().describe() == "greedy"
+    assert Decoding(DecodingOptions("beam", beam_width=32)).describe() == "beam 32"
+    lm = WordLM.from_texts(["one two three"], order=2)
+    with_lm = Decoding(DecodingOptions("beam", beam_width=64, lm_weight=0.8, word_bonus=2.0), lm)
+    assert with_lm.describe() == "beam 64 + word LM (weight 0.8, word bonus 2)"
+    assert with_lm.name == "beam_lm"

@@ -13,7 +13,7 @@ names load on first use:
 - ``runs``: :class:`Tracker` (one MLflow run), :func:`log_to_run` and
   :func:`log_model_to_run`;
 - ``registry``: logged models, :func:`download_model`, :func:`served_model_uri`,
-  :func:`load_pyfunc`, ``SIGNATURE``, :func:`pinned_requirements`;
+  :func:`load_pyfunc`, :func:`model_record`, ``SIGNATURE``, :func:`pinned_requirements`;
 - ``servers``: :func:`ui_command` for ``speechrnn ui``, :func:`scoring_app` for
   ``speechrnn serve``;
 - ``pyfunc.py``: the logged model itself, an MLflow "model from code" that MLflow runs when
@@ -41,6 +41,7 @@ _LAZY = {
     "download_model": "registry",
     "served_model_uri": "registry",
     "load_pyfunc": "registry",
+    "model_record": "registry",
     "log_pyfunc": "registry",
     "pinned_requirements": "registry",
     "MODEL_REQUIREMENTS": "registry",

@@ -116,3 +116,50 @@ def load_pyfunc(model_uri: str, uri: str | None = None):
     """The logged model, loaded as MLflow loads it to serve it."""
     mlflow.set_tracking_uri(tracking_uri(uri))
     return mlflow.pyfunc.load_model(model_uri)
+
+
+def model_record(model: str, uri: str | None = None) -> dict:
+    """What MLflow knows of a model given as ``speechrnn serve --model`` takes it:
+    ``name`` and ``version`` (registered models), ``run_id``, and ``test_wer`` (the run's
+    ``test_<decoding>_wer`` metrics by decoding: ``greedy``, ``beam_lm``, ...). Keys MLflow
+    cannot answer are left out; a store that fails never raises."""
+    record: dict = {}
+    if model.startswith("models:/"):
+        name, _, ref = model[len("models:/"):].strip("/").partition("/")
+        if "@" in name and not ref:
+            name, _, alias = name.partition("@")
+            ref = f"@{alias}"
+        record["name"] = name
+    elif model.startswith("runs:/"):
+        record["run_id"] = model[len("runs:/"):].split("/")[0]
+    else:
+        info = Path(model) / "mlflow.json"
+        try:
+            saved = json.loads(info.read_text())
+        except (OSError, ValueError):
+            return record
+        record.update({k: saved[k] for k in ("run_id", "version") if saved.get(k)})
+        if saved.get("registered_name"):
+            record["name"] = saved["registered_name"]
+        ref = None
+    client = mlflow.MlflowClient(tracking_uri(uri))
+    try:
+        if "name" in record and ref:
+            if ref.startswith("@"):
+                found = client.get_model_version_by_alias(record["name"], ref[1:])
+            elif ref == "latest":
+                found = max(client.search_model_versions(f"name='{record['name']}'"),
+                            key=lambda v: int(v.version))
+            else:
+                found = client.get_model_version(record["name"], ref)
+            record.update(version=str(found.version), run_id=found.run_id)
+        if record.get("run_id"):
+            metrics = client.get_run(record["run_id"]).data.metrics
+            record["test_wer"] = {k[len("test_"):-len("_wer")]: v for k, v in
+                                  sorted(metrics.items())
+                                  if k.startswith("test_") and k.endswith("_wer")}
+    except (mlflow.exceptions.MlflowException, OSError, ValueError) as err:
+        warnings.warn(f"{model}: MLflow could not tell its run or WER ({err})", stacklevel=2)
+    if "version" in record:
+        record["version"] = str(record["version"])
+    return record

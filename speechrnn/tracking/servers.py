@@ -1,5 +1,6 @@
 """The MLflow servers behind ``speechrnn ui`` (the tracking UI on the project's store) and
-``speechrnn serve`` (a logged model in MLflow's scoring app, run by :mod:`speechrnn.serve`)."""
+``speechrnn serve`` (a logged model in MLflow's scoring app, run by :mod:`speechrnn.serve`
+beside the transcription page of :mod:`speechrnn.web`)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def ui_command(host: str, port: int, uri: str | None = None) -> tuple[list[str],
 
 def scoring_app(model: str, limits, uri: str | None = None):
     """MLflow's scoring app (an ASGI app) for ``model``, whose items are held to
-    ``limits`` (a :class:`speechrnn.serve.ServeLimits`)."""
+    ``limits`` (a :class:`speechrnn.serve.ServeLimits`); and the
+    :class:`~speechrnn.transcribe.Transcriber` inside it, which the page shares."""
     from .registry import load_pyfunc, served_model_uri
 
     # MLflow's own time limit, a little after ours (speechrnn.serve.Limits answers 504)
@@ -30,5 +32,6 @@ def scoring_app(model: str, limits, uri: str | None = None):
     from mlflow.pyfunc import scoring_server
 
     loaded = load_pyfunc(served_model_uri(model), uri)
-    loaded.unwrap_python_model().limits = limits
-    return scoring_server.init(loaded)
+    recognizer = loaded.unwrap_python_model()
+    recognizer.limits = limits
+    return scoring_server.init(loaded), recognizer.transcriber
