@@ -4,7 +4,9 @@ server answering under oversized, hostile or simply too many requests.
     speechrnn serve --model models:/speechrnn-synth/1 [--max-request-mb 25] ...
 
 The server is MLflow's scoring app (``POST /invocations`` with ``dataframe_split`` JSON of
-base64 audio, ``GET /ping``) run by uvicorn in this process, wrapped by :class:`Limits`:
+base64 audio, ``GET /ping``) and the transcription page (``GET /``, ``POST /api/transcribe``
+of one raw audio file: :mod:`speechrnn.web`), run by uvicorn in this process, both wrapped
+by :class:`Limits`:
 
 - a body over ``max_request_mb`` gets 413 with the reason; it is never held in memory;
 - at most ``max_concurrent`` requests are transcribed at once and ``max_queue`` wait (their
@@ -26,7 +28,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from .errors import InputError
+from .errors import InputError, reason
+from .web import Page, model_card
 
 # when the request being served must be answered (time.monotonic()); None: no limit
 deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline",
@@ -53,33 +56,42 @@ class ServeLimits:
         return int(self.max_request_mb * 1024 * 1024)
 
 
+def transcribe_item(transcriber, audio, limits: ServeLimits = ServeLimits()):
+    """One audio file given as bytes, transcribed (a
+    :class:`~speechrnn.transcribe.Transcript`) within ``limits`` and the request's
+    ``deadline``. Raises :class:`InputError` or :class:`~speechrnn.audio.AudioError` with
+    the reason when it is not audio, too long, or the request's time is up."""
+    from .audio import audio_duration
+
+    if isinstance(audio, str):
+        raise InputError("not base64-encoded audio")
+    if not isinstance(audio, (bytes, bytearray)):
+        raise InputError(f"expected audio bytes, got {type(audio).__name__}")
+    end = deadline.get()
+    if end is not None and time.monotonic() > end:
+        raise InputError("not transcribed: the request's time limit was reached")
+    seconds = audio_duration(bytes(audio), name="<audio bytes>")
+    if seconds > limits.max_audio_s:
+        raise InputError(f"audio is {seconds:.0f} s long; this server takes at most "
+                         f"{limits.max_audio_s:.0f} s per item")
+    return transcriber.transcribe(bytes(audio))
+
+
 def transcribe_items(transcriber, items, limits: ServeLimits = ServeLimits()) -> list[dict]:
     """Transcribe audio files given as bytes: one dict per item with ``text``,
     ``confidence``, ``words`` (a list of {word, start, end, confidence}) and ``error``
     ("" or why that item was not transcribed). Never raises for a bad item."""
-    from .audio import AudioError, audio_duration
+    from .audio import AudioError
 
     rows = []
     for i, audio in enumerate(items):
         row = {"text": "", "confidence": 0.0, "words": [], "error": ""}
-        end = deadline.get()
         try:
-            if isinstance(audio, str):
-                raise InputError("not base64-encoded audio")
-            if not isinstance(audio, (bytes, bytearray)):
-                raise InputError(f"expected audio bytes, got {type(audio).__name__}")
-            if end is not None and time.monotonic() > end:
-                raise InputError("not transcribed: the request's time limit was reached")
-            seconds = audio_duration(bytes(audio), name="<audio bytes>")
-            if seconds > limits.max_audio_s:
-                raise InputError(f"audio is {seconds:.0f} s long; this server takes at most "
-                                 f"{limits.max_audio_s:.0f} s per item")
-            result = transcriber.transcribe(bytes(audio))
+            result = transcribe_item(transcriber, audio, limits)
             row.update(text=result.text, confidence=result.confidence,
                        words=result.as_dict()["words"])
         except (AudioError, InputError) as err:
-            reason = err.reason if isinstance(err, AudioError) else str(err)
-            row["error"] = f"audio {i}: {reason}"
+            row["error"] = f"audio {i}: {reason(err)}"
         rows.append(row)
     return rows
 
@@ -221,13 +233,18 @@ async def _refuse(send, status: int, code: str, message: str, headers=()) -> Non
 def serve(model: str, host: str = "127.0.0.1", port: int = 5001,
           limits: ServeLimits = ServeLimits(), uri: str | None = None) -> None:
     """Load ``model`` (``runs:/``, ``models:/``, an MLflow model folder or a model
-    directory trained with tracking on) and serve it until SIGTERM or Ctrl-C."""
+    directory trained with tracking on) and serve it, with the transcription page at
+    ``/`` (:mod:`speechrnn.web`), until SIGTERM or Ctrl-C."""
     import uvicorn
 
+    from .tracking import model_record
     from .tracking.servers import scoring_app
 
     _one_arena()
-    app = Limits(scoring_app(model, limits, uri), limits)
+    scoring, transcriber = scoring_app(model, limits, uri)
+    card = model_card(model, transcriber, limits, model_record(model, uri))
+    page = Page(scoring, functools.partial(transcribe_item, transcriber, limits=limits), card)
+    app = Limits(page, limits)
     # uvicorn's own backstop: connections beyond these get 503 before any of our code runs
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 limit_concurrency=limits.max_concurrent + limits.max_queue + 8,

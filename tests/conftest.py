@@ -187,3 +187,19 @@ def talkative_model(trained, tmp_path):
     model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype)
                        for w in model.get_weights()])
     return save_model(tmp_path / "talkative", model, features, alphabet)
+
+
+@pytest.fixture
+def talkative(trained, tmp_path):
+    """:func:`talkative_model`, registered in the ``trained`` store as
+    ``speechrnn-talkative``: (its directory, its ``models:/`` URI)."""
+    from speechrnn.config import Config, TrackingConfig
+    from speechrnn.tracking import make_tracker
+
+    path = talkative_model(trained, tmp_path)
+    tracker = make_tracker(Config(name="talkative", tracking=TrackingConfig(uri=trained.uri)))
+    assert tracker.experiment == "speechrnn-talkative"
+    tracker.start()
+    info = tracker.log_model(path, "speechrnn-talkative")
+    tracker.end()
+    return path, f"models:/speechrnn-talkative/{info['version']}"

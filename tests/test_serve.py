@@ -3,99 +3,18 @@
 import base64
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from servers import Server, chrome, free_port, post
 
 from speechrnn.manifest import read_manifest
-
-sys.path.insert(0, str(ROOT / "bench"))
-from serve_load import descendants, free_port  # noqa: E402
-
-
-class Server:
-    def __init__(self, args, uri: str, url: str, timeout: float = 120.0):
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SPEECHRNN_PROGRESS": "0"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "speechrnn", *args], cwd=ROOT,
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(self.proc.stdout.read().decode()[-3000:])
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.5)
-        self.stop()
-        raise AssertionError(f"{url} did not come up in {timeout:.0f} s")
-
-    def terminate_and_check(self):
-        """SIGTERM to the speechrnn process only (not its group), as a service manager or
-        `kill` sends it: it exits, and so does every process it started."""
-        children = descendants(self.proc.pid)
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-        time.sleep(1.0)
-        alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-                 and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
-        self.stop()
-        assert not alive, f"left running after SIGTERM: {alive}"
-        return children
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def post(url: str, body: bytes, content_type: str = "application/json"):
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def frame(*items: bytes) -> bytes:
     return json.dumps({"dataframe_split": {"columns": ["audio"], "data": [
         [base64.b64encode(x).decode()] for x in items]}}).encode()
-
-
-@pytest.fixture
-def talkative(trained, tmp_path):
-    """A registered model that always says something: the tiny trained model says nothing
-    yet, and equal empty strings would prove little. Its weights are sharpened at random."""
-    import numpy as np
-
-    from speechrnn.config import Config, TrackingConfig
-    from speechrnn.model import load_model, save_model
-    from speechrnn.tracking import make_tracker
-
-    model, features, alphabet, _ = load_model(trained.model_dir)
-    rng = np.random.default_rng(0)
-    model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype)
-                       for w in model.get_weights()])
-    path = save_model(tmp_path / "talkative", model, features, alphabet)
-    tracker = make_tracker(Config(name="talkative", tracking=TrackingConfig(uri=trained.uri)))
-    assert tracker.experiment == "speechrnn-talkative"
-    tracker.start()
-    info = tracker.log_model(path, "speechrnn-talkative")
-    tracker.end()
-    return path, f"models:/speechrnn-talkative/{info['version']}"
 
 
 @pytest.mark.slow
@@ -190,21 +109,6 @@ def test_logged_model_is_code_from_the_tracking_package_and_loads(trained, talka
     assert got["error"][0] == ""
 
 
-def chrome():
-    """Headless Debian chromium driven by its chromedriver (never downloaded)."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    driver_path = shutil.which("chromedriver")
-    if not shutil.which("chromium") or not driver_path:
-        pytest.skip("chromium and chromium-driver are not installed (bash setup.sh --dev)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1600,1200"):
-        options.add_argument(arg)
-    return webdriver.Chrome(options=options,
-                            service=webdriver.ChromeService(executable_path=driver_path))
-
-
 @pytest.mark.slow
 def test_ui_shows_the_run_and_its_wer_in_a_real_browser(trained, tmp_path):
     import mlflow
@@ -263,7 +167,6 @@ def wav_bytes(seconds: float, sr: int = 8000, fill: float = 0.1, subtype="PCM_16
 
 
 def test_transcribe_items_reports_each_bad_item_and_transcribes_the_rest():
-    import time
 
     import numpy as np
 
