@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +25,41 @@ from .config import FeatureConfig
 from .errors import InputError
 from .files import atomic_write_bytes, atomic_write_text
 
-CACHE_VERSION = 1  # bump when the computation changes in a way the config does not show
+CACHE_VERSION = 2  # bump when the computation changes in a way the config does not show
+
+
+class _OneBlasThread:
+    """A context in which BLAS (numpy's OpenBLAS) runs on one thread, entered by any number
+    of threads at once: the first in sets the limit, the last out restores it.
+
+    OpenBLAS's multi-threaded kernels sum in another order on some processors (seen with
+    its Haswell kernels on a 2-core AMD EPYC), so the mel filterbank product would differ
+    in the last bit between a process that extracts with two BLAS threads and one that
+    extracts with one (a shard worker, the transcriber): features are the same wherever
+    they are computed only if they are always computed on one."""
+
+    def __init__(self):
+        self._lock, self._users, self._limiter = threading.Lock(), 0, None
+        self._controller = None
+
+    def __enter__(self):
+        with self._lock:
+            if not self._users:
+                if self._controller is None:
+                    from threadpoolctl import ThreadpoolController
+
+                    self._controller = ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if not self._users:
+                self._limiter.restore_original_limits()
+
+
+_one_blas_thread = _OneBlasThread()
 
 
 def _n_fft(win_length: int) -> int:
@@ -52,7 +87,8 @@ def mfcc(audio: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarr
         spec = librosa.stft(audio, n_fft=n_fft, hop_length=hop, win_length=win,
                             window="hann", center=True, pad_mode="constant")
     power = spec.real**2 + spec.imag**2
-    mel = _mel_basis(sr, n_fft, config.n_mels, config.fmin, config.fmax) @ power
+    with _one_blas_thread:
+        mel = _mel_basis(sr, n_fft, config.n_mels, config.fmin, config.fmax) @ power
     log_mel = librosa.power_to_db(mel, amin=1e-10, top_db=80.0)
     coeffs = librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc)
     parts = [coeffs]

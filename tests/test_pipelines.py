@@ -1,6 +1,7 @@
 """The pipeline scripts and the MLproject entry points, on the tiny synthetic corpus."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,8 +47,10 @@ def test_run_py_evaluates_and_transcribes_a_trained_model(trained, tmp_path):
                           capture_output=True, text=True, env=env_for(uri))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "test (greedy): WER" in out and "test (beam 16 + word LM): WER" in out
-    assert "chosen on dev among 4 pairs" in out
+    chosen = re.search(r"LM weight (\S+), word bonus (\S+): chosen on dev among 4 pairs", out)
+    assert chosen, out
+    assert "test (greedy): WER" in out and (f"test (beam 16 + word LM (weight {chosen[1]}, "
+                                            f"word bonus {chosen[2]})): WER") in out
     table = (tmp_path / "run" / "lm_tuning.tsv").read_text().splitlines()
     assert table[0] == "lm_weight\tword_bonus\twer\tcer" and len(table) == 5
     assert "reference:" in out and "hypothesis:" in out
