@@ -208,6 +208,34 @@ def test_nonfinite_batch_leaves_weights_alone(corpus, tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
+def test_ctc_losses_are_tensorflows_dense_ctc_loss_and_its_gradient():
+    """The sparse-label C++ kernel gives the loss and gradient of the dense reference, each
+    item over its own output and label lengths (padding in either changes nothing)."""
+    import tensorflow as tf
+
+    from speechrnn.train import ctc_losses
+
+    rng = np.random.default_rng(0)
+    log_probs = tf.nn.log_softmax(tf.constant(rng.normal(0, 3, (6, 80, 29)), tf.float32))
+    output_lengths = tf.constant([80, 60, 45, 80, 33, 70])
+    label_lengths = tf.constant([10, 20, 5, 30, 1, 12])
+    labels = np.zeros((6, 30), np.int32)
+    for i, n in enumerate(label_lengths.numpy()):
+        labels[i, :n] = rng.integers(1, 29, n)
+    padded = np.concatenate([labels, rng.integers(1, 29, (6, 7))], axis=1)  # junk padding
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(log_probs)
+        fast = ctc_losses(log_probs, output_lengths, tf.constant(padded), label_lengths)
+        dense = tf.nn.ctc_loss(tf.constant(labels), log_probs, label_lengths, output_lengths,
+                               logits_time_major=False, blank_index=0)
+    np.testing.assert_allclose(fast.numpy(), dense.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(fast, log_probs).numpy(),
+                               tape.gradient(dense, log_probs).numpy(), atol=1e-3)
+    # frames past an item's output length get no gradient
+    grad = tape.gradient(fast, log_probs).numpy()
+    assert not grad[2, 45:].any() and not grad[4, 33:].any()
+
+
 def test_mixed_precision_step_scales_the_loss_and_keeps_float32_weights():
     """train.mixed_precision: float16 compute, float32 weights, a dynamic loss scale; the
     step trains and its loss is the float32 step's within float16 rounding."""
