@@ -119,6 +119,32 @@ def test_scan_and_keras_lstms_give_the_same_log_probs():
         transfer_weights(scan, build_model(SMALL, 39, Alphabet(), lstm_impl="keras"))
 
 
+def test_scan_lstms_written_out_gradient_is_the_keras_lstms_autodiff():
+    """The scan LSTM's backward recurrence (model.recurrence) gives, through the whole
+    network and a padded batch, the weight gradients TensorFlow derives for Keras' LSTM."""
+    import tensorflow as tf
+
+    scan = sharpen(build_model(TINY, 39, Alphabet(), lstm_impl="scan"))
+    keras_model = transfer_weights(scan, build_model(TINY, 39, Alphabet(), lstm_impl="keras"))
+    x, lengths = padded_batch()
+    weights = np.random.default_rng(1).normal(size=(x.shape[0], 1, 1)).astype(np.float32)
+
+    def gradients(model):
+        with tf.GradientTape() as tape:
+            out = model(x, lengths, training=True)
+            valid = tf.sequence_mask(model.output_lengths(lengths), tf.shape(out)[1])
+            loss = tf.reduce_sum(tf.where(valid[..., None], out * weights, 0.0))
+        return [(v.path, g.numpy()) for v, g in
+                zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables))]
+
+    mine, reference = gradients(scan), gradients(keras_model)
+    assert len(mine) == len(reference)
+    for (name, a), (_, b) in zip(mine, reference, strict=True):
+        scale = np.abs(b).max()
+        assert a.shape == b.shape and scale > 0, name
+        assert np.abs(a - b).max() <= 1e-4 * scale, name
+
+
 @pytest.mark.parametrize("saved,loaded", [("scan", "keras"), ("keras", "scan")])
 def test_a_model_moves_between_lstm_impls(tmp_path, saved, loaded):
     model = sharpen(build_model(TINY, 39, Alphabet(), lstm_impl=saved))
