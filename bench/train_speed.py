@@ -11,6 +11,11 @@ first 400 utterances of the speechocean762 train set (real speech, 1.9-8 s), els
 manifest you name. Each variant trains ``--batches`` batches after 3 warm-up batches
 (graph tracing), with the thread settings training uses. Target: >= 60 audio-s/s for the
 default model on 2 cores.
+
+``--against REV`` also runs the default model as the code of git revision REV trains it
+(that revision's tree, extracted to a temporary folder, in its own process), ``--repeat``
+times in turns with this tree's: before and after a change, in one run, on one machine;
+the speed-up is the median of the pairs' ratios.
 """
 
 from __future__ import annotations
@@ -74,15 +79,30 @@ def measure(manifest: Path, overrides: list[str], batches: int, limit: int) -> d
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def run_variant(manifest: Path, name: str, args) -> dict | None:
-    """One variant in its own process: its result row, or None (its error printed)."""
-    proc = subprocess.run([sys.executable, __file__, "--manifest", str(manifest),
+def run_variant(manifest: Path, name: str, args, code: Path | None = None) -> dict | None:
+    """One variant in its own process: its result row, or None (its error printed).
+    ``code``: a tree of another revision to run it with (this one's by default)."""
+    script, env = Path(__file__).resolve(), dict(os.environ)
+    if code is not None:
+        script = code / "bench" / script.name
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, str(script), "--manifest", str(manifest.resolve()),
                            "--batches", str(args.batches), "--limit", str(args.limit),
-                           "--variant", name], capture_output=True, text=True)
+                           "--variant", name], capture_output=True, text=True, env=env,
+                          cwd=Path.cwd())
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         return None
     return {"model": name, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def revision_tree(rev: str, folder: Path) -> Path:
+    """The files of git revision ``rev`` of this repository, extracted into ``folder``."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", rev],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
 
 
 def default_manifest(corpora: Path) -> Path:
@@ -103,6 +123,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--limit", type=int, default=400, help="utterances to load")
     parser.add_argument("--json", type=Path, default=Path("bench/results/train_speed.json"))
+    parser.add_argument("--against", metavar="REV",
+                        help="also train the default model with git revision REV's code")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="with --against: runs of each, taken in turns (default: 3)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args(argv)
 
@@ -122,13 +146,33 @@ def main(argv=None) -> int:
             names.append("default, keras LSTM" if result["lstm_impl"] == "scan"
                          else "default, scan LSTM")
     default = results[0]["audio_s_per_s"]
+    against = None
+    if args.against:
+        import tempfile
+
+        # turn about, so that a machine whose speed drifts (a shared VM) slows both alike
+        pairs = []
+        with tempfile.TemporaryDirectory(prefix="speechrnn-rev-") as folder:
+            code = revision_tree(args.against, Path(folder))
+            for _ in range(args.repeat):
+                old = run_variant(manifest, "default (stride 3)", args, code)
+                new = run_variant(manifest, "default (stride 3)", args)
+                if old is None or new is None:
+                    return 1
+                pairs.append((new["audio_s_per_s"], old["audio_s_per_s"]))
+        ratios = sorted(n / o for n, o in pairs)
+        median = ratios[len(ratios) // 2]
+        results.append({**old, "model": f"default at {args.against}"})
+        against = {"revision": args.against, "pairs_audio_s_per_s": pairs,
+                   "speedup_each": [round(r, 2) for r in ratios],
+                   "speedup": round(median, 2)}
     speed = {r["lstm_impl"]: r["audio_s_per_s"] for r in (results[0], results[2])}
     report = {"benchmark": "train_speed", "input": str(manifest), "batch_size": 16,
               "results": results, "target_audio_s_per_s": TARGET,
               "gpu": results[0]["gpu"], "default_lstm_impl": results[0]["lstm_impl"],
               "stride3_over_stride1": round(default / results[1]["audio_s_per_s"], 2),
               "keras_over_scan": round(speed["keras"] / speed["scan"], 2),
-              "meets_target": default >= TARGET}
+              "meets_target": default >= TARGET, "against": against}
     print(f"training speed, batch 16, on {manifest}")
     print_table([("model", "model", 22), ("lstm_impl", "lstm", 7), ("device", "device", 8),
                  ("parameters", "params", 12), ("audio_s_per_s", "audio-s/s", 12),
@@ -136,6 +180,10 @@ def main(argv=None) -> int:
     print(f"stride 3 / stride 1: {report['stride3_over_stride1']:.2f}x   "
           f"keras LSTM / scan LSTM: {report['keras_over_scan']:.2f}x   "
           f"(target: default >= {TARGET:.0f} audio-s/s)")
+    if against:
+        print(f"default model: {against['speedup']:.2f}x the speed of {args.against} (median "
+              f"of {args.repeat} runs each, in turns: "
+              f"{', '.join(f'{r:.2f}x' for r in against['speedup_each'])})")
     write_report(args.json, report)
     return 0
 

