@@ -16,6 +16,8 @@ import compare  # noqa: E402
 import deepspeech2 as ds2  # noqa: E402
 import fsdd_loso  # noqa: E402
 import sphinx  # noqa: E402
+import train_profile  # noqa: E402
+import train_speed  # noqa: E402
 
 TINY = ds2.RecipeConfig(rnn_layers=2, rnn_units=16, learning_rate=1e-3, batch_size=4)
 
@@ -294,3 +296,25 @@ def test_a_benchmark_section_of_results_md_is_replaced_and_kept(tmp_path):
     assert "old table" not in kept
     results.write_text("# peers, rerun\n" + kept)  # as compare.py rewrites it
     assert sections(results) == kept
+
+
+def test_train_profile_times_each_part_of_a_step(synth_corpus):
+    result = train_profile.profile(synth_corpus / "train.jsonl", batches=2, limit=16)
+    parts = {r["part"]: r["ms_per_batch"] for r in result["rows"]}
+    assert list(parts) == ["input pipeline, in memory", "forward", "forward + CTC loss",
+                           "forward + loss + gradients", "backward pass (difference)",
+                           "optimizer update", "whole step (train_batch)"]
+    assert all(parts[k] > 0 for k in parts if k != "backward pass (difference)")
+    assert result["audio_s_per_s"] > 0
+
+
+def test_train_speed_runs_another_revision_from_its_own_tree(tmp_path):
+    import subprocess
+
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    tree = train_speed.revision_tree(head, tmp_path)
+    assert (tree / "bench" / "train_speed.py").read_text() == \
+        subprocess.run(["git", "-C", str(ROOT), "show", f"{head}:bench/train_speed.py"],
+                       capture_output=True, text=True, check=True).stdout
+    assert (tree / "speechrnn" / "train.py").exists() and not (tree / ".git").exists()
