@@ -11,7 +11,6 @@ step as training runs it. Milliseconds per batch after 4 warm-up batches.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("SPEECHRNN_PROGRESS", "0")
 sys.path.insert(0, str(Path(__file__).parent))
 from report import print_table, write_report  # noqa: E402
-from train_speed import default_manifest  # noqa: E402
+from train_speed import default_manifest, training_arguments  # noqa: E402
 
 WARMUP = 4
 
@@ -91,14 +90,7 @@ def profile(manifest: Path, batches: int, limit: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", type=Path)
-    parser.add_argument("--corpora", type=Path, default=Path(os.environ.get(
-        "SPEECHRNN_CORPORA", Path(__file__).resolve().parents[2] / "shared" / "corpora")))
-    parser.add_argument("--batches", type=int, default=20)
-    parser.add_argument("--limit", type=int, default=400, help="utterances to load")
-    parser.add_argument("--json", type=Path, default=Path("bench/results/train_profile.json"))
-    args = parser.parse_args(argv)
+    args = training_arguments(__doc__, 20, "train_profile").parse_args(argv)
     manifest = args.manifest or default_manifest(args.corpora)
     result = profile(manifest, args.batches, args.limit)
     print(f"one training step, default model, batch 16, on {manifest}")

@@ -115,14 +115,21 @@ def default_manifest(corpora: Path) -> Path:
     return out / "train.jsonl"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def training_arguments(doc: str, batches: int, name: str) -> argparse.ArgumentParser:
+    """The options of a training benchmark: its input (``--manifest``, or speechocean762
+    under ``--corpora``), ``--batches`` timed, ``--limit`` utterances, ``--json`` report."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--manifest", type=Path)
     parser.add_argument("--corpora", type=Path, default=Path(os.environ.get(
         "SPEECHRNN_CORPORA", Path(__file__).resolve().parents[2] / "shared" / "corpora")))
-    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--batches", type=int, default=batches)
     parser.add_argument("--limit", type=int, default=400, help="utterances to load")
-    parser.add_argument("--json", type=Path, default=Path("bench/results/train_speed.json"))
+    parser.add_argument("--json", type=Path, default=Path(f"bench/results/{name}.json"))
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = training_arguments(__doc__, 12, "train_speed")
     parser.add_argument("--against", metavar="REV",
                         help="also train the default model with git revision REV's code")
     parser.add_argument("--repeat", type=int, default=3,
