@@ -361,7 +361,19 @@ def _batches(ds: tf.data.Dataset, lengths, config: BatchConfig, n_features: int,
             window_size_func=lambda b: sizes[b])
     if key not in BATCH_KEYS:
         ds = ds.map(lambda b: {k: b[k] for k in BATCH_KEYS})
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
+
+
+def pipeline_options() -> tf.data.Options:
+    """tf.data options of every batch pipeline: autotuning off. Its model thread sleeps
+    ever longer between tuning passes and deleting an iterator waits for it to wake, so
+    each epoch's (and each evaluation's) finished iterator held the training loop for up
+    to tens of seconds (3-26 s measured after 20-40-s epochs). Without it, ``AUTOTUNE``
+    parallelism is a fixed default (the cores) and prefetch sizes its own buffer: as fast
+    between epochs, no stall at their ends (docs/experiments.md, "Speed")."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchConfig(),

@@ -179,6 +179,16 @@ def test_streamed_items_are_the_memory_items(rows, tmp_path):
     assert any(len(f) != len(ex.features[i]) for i, (f, _) in streamed.items())  # tempo
 
 
+def test_batch_pipelines_run_without_autotuning(rows, tmp_path):
+    # tf.data's autotuning thread held every finished epoch's iterator for seconds
+    index, ex = build(rows, tmp_path / "sh"), memory(rows)
+    for data in (index, ex):
+        for training in (False, True):
+            ds = make_dataset(data, AUGMENTED, training=training)
+            assert ds.options().autotune.enabled is False
+            assert sum(len(b["index"]) for b in ds) == len(ex)
+
+
 def test_an_epoch_depends_on_seed_and_epoch_only_and_skip_resumes_it(rows, tmp_path):
     index = build(rows, tmp_path / "sh")
 
