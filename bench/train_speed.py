@@ -1,21 +1,35 @@
 """Training speed: audio-seconds trained per wall-second at batch 16, and peak memory.
 
     python bench/train_speed.py [--manifest M | --corpora DIR] [--batches 12] [--json OUT]
+                                [--against REV [--repeat N]] [--english CONFIG]
 
-Runs the default model, its stride-1 variant (no time subsampling) and the default model
-with the other LSTM implementation (``model.lstm_impl``: the default, ``auto``, is ``scan``
-without a GPU and ``keras``, i.e. cuDNN, with one; the third row is the other one), each
-in its own process so that each peak RSS is its own. Each row says which LSTM
-implementation ran and on which device (GPU when the weights lived on one). Input: the
-first 400 utterances of the speechocean762 train set (real speech, 1.9-8 s), else a
-manifest you name. Each variant trains ``--batches`` batches after 3 warm-up batches
-(graph tracing), with the thread settings training uses. Target: >= 60 audio-s/s for the
-default model on 2 cores.
+Rows, each in its own process so that each peak RSS is its own:
 
-``--against REV`` also runs the default model as the code of git revision REV trains it
-(that revision's tree, extracted to a temporary folder, in its own process), ``--repeat``
-times in turns with this tree's: before and after a change, in one run, on one machine;
-the speed-up is the median of the pairs' ratios.
+- the default model, features in memory (``batch.source: memory``);
+- the same, streamed from feature shards (``batch.source: shards``; 5-minute shards built
+  before the row, so the row times reading and parsing them, not extraction);
+- its stride-1 variant (no time subsampling);
+- the default model with the other LSTM implementation (``model.lstm_impl``: the default,
+  ``auto``, is ``scan`` without a GPU and ``keras``, i.e. cuDNN, with one);
+- the default model with its whole step (forward, dense CTC loss, gradients, update)
+  compiled by XLA (``jit_compile``); XLA compiles once for each shape, so this row pads
+  every batch to 16 items of the longest utterance's length.
+
+Each row says which LSTM implementation ran and on which device (GPU when the weights lived
+on one). Input: the first 400 utterances of the speechocean762 train set (real speech,
+1.9-8 s), else a manifest you name. Each row trains ``--batches`` batches after 3 warm-up
+batches (graph tracing), with the thread settings training uses, a new epoch's batches
+after each epoch as training makes them (its end included). Target: >= 60 audio-s/s for
+the default model on 2 cores, streamed >= 0.95x in memory.
+
+``--against REV`` also runs the default model with the code of git revision REV (that
+revision's tree, extracted to a temporary folder, put first on the child's path; this
+script times both), ``--repeat`` times in turns with this tree's: before and after a
+change, in one run, on one machine; the speed-up is the median of the pairs' ratios.
+
+``--english CONFIG`` (default ``pipelines/configs/english.yaml``): when its corpus is
+prepared, the epochs its time budget holds at each measured speed of the default model
+(training passes only: its per-epoch dev scoring comes on top).
 """
 
 from __future__ import annotations
@@ -34,39 +48,113 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import print_table, write_report  # noqa: E402
 
 TARGET = 60.0
-VARIANTS = {"default (stride 3)": [], "stride 1": ["model.subsampling=1"],
+TARGET_STREAMED = 0.95  # streamed / in memory
+SHARD_MINUTES = 5.0
+VARIANTS = {"default (stride 3)": {}, "default, streamed": {"source": "shards"},
+            "stride 1": {"overrides": ["model.subsampling=1"]},
             # the default model with the implementation that "auto" did not pick
-            "default, scan LSTM": ["model.lstm_impl=scan"],
-            "default, keras LSTM": ["model.lstm_impl=keras"]}
+            "default, scan LSTM": {"overrides": ["model.lstm_impl=scan"]},
+            "default, keras LSTM": {"overrides": ["model.lstm_impl=keras"]},
+            "default, XLA step": {"xla": True}}
 
 
-def measure(manifest: Path, overrides: list[str], batches: int, limit: int) -> dict:
+def shard_folder(manifest: Path, limit: int) -> Path:
+    return manifest.resolve().parent / f"shards-{limit}"
+
+
+def training_input(rows, cfg, source: str, shards: Path):
+    """The first ``limit`` rows' features: in memory, or the shard set in ``shards``
+    (built there when missing: the parent builds it before any row runs)."""
+    from speechrnn.text import Alphabet
+
+    if source == "shards":
+        from speechrnn.shards import build_shards
+
+        return build_shards(rows, shards, cfg.features, Alphabet(), cfg.model.stride,
+                            shard_minutes=SHARD_MINUTES, progress=False)
+    from speechrnn.dataset import load_examples
+    from speechrnn.features import FeatureExtractor
+
+    return load_examples(rows, FeatureExtractor(cfg.features), Alphabet(),
+                         subsampling=cfg.model.stride)
+
+
+def epochs_of_batches(data, cfg):
+    """Training batches as training makes them: a new dataset for each epoch."""
+    from speechrnn.dataset import make_dataset
+
+    epoch = 0
+    while True:
+        yield from make_dataset(data, cfg.batch, training=True, epoch=epoch)
+        epoch += 1
+
+
+def xla_step(model, optimizer, batch_size: int, frames: int, labels: int):
+    """The whole training step compiled by XLA, on batches padded to ``batch_size`` items
+    of ``frames`` x ``labels`` (one shape, one compilation; a padding item has one frame,
+    no labels and no weight). Dense labels: the fused CTC kernel that training uses has no
+    XLA version; ``tf.nn.ctc_loss`` with dense labels is TensorFlow ops that XLA compiles."""
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+
+    @tf.function(jit_compile=True)
+    def step(features, feature_lengths, label_ids, label_lengths, weights):
+        with tf.GradientTape() as tape:
+            log_probs = model(features, feature_lengths, training=True)
+            losses = tf.nn.ctc_loss(label_ids, log_probs, label_lengths,
+                                    model.output_lengths(feature_lengths),
+                                    logits_time_major=False, blank_index=0)
+            loss = tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    def train_batch(batch):
+        n = batch["features"].shape[0]
+        more = [[0, batch_size - n]]
+        return step(tf.pad(batch["features"], more + [[0, frames - batch["features"].shape[1]],
+                                                      [0, 0]]),
+                    tf.pad(batch["feature_lengths"], more, constant_values=1),
+                    tf.pad(batch["labels"], more + [[0, labels - batch["labels"].shape[1]]]),
+                    tf.pad(batch["label_lengths"], more),
+                    tf.concat([tf.ones([n]), tf.zeros([batch_size - n])], 0))
+
+    return train_batch
+
+
+def measure(manifest: Path, variant: dict, batches: int, limit: int,
+            shards: Path | None = None) -> dict:
+    """Train ``batches`` batches of the first ``limit`` rows of ``manifest`` as ``variant``
+    says (``overrides`` of the default config, ``source``, ``xla``), after 3 warm-up
+    batches; ``shards``: the shard folder (default: beside the manifest)."""
     from speechrnn.config import load_pipeline_config
     from speechrnn.train import configure_threads
 
-    cfg = load_pipeline_config(None, ["batch.batch_size=16", *overrides])
+    cfg = load_pipeline_config(None, ["batch.batch_size=16", *variant.get("overrides", [])])
     configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
-    from speechrnn.dataset import load_examples, make_dataset
-    from speechrnn.features import FeatureExtractor
     from speechrnn.manifest import read_manifest
     from speechrnn.model import build_model
     from speechrnn.text import Alphabet
     from speechrnn.train import Steps, make_optimizer
 
-    rows = read_manifest(manifest)[:limit]
-    examples = load_examples(rows, FeatureExtractor(cfg.features), Alphabet(),
-                             subsampling=cfg.model.stride)
+    data = training_input(read_manifest(manifest)[:limit], cfg,
+                         variant.get("source", "memory"), shards or shard_folder(manifest, limit))
     model = build_model(cfg.model, cfg.features.n_features, Alphabet())
     optimizer = make_optimizer(cfg, 100)
     optimizer.build(model.trainable_variables)
-    steps = Steps(model, optimizer, cfg.features.n_features)
-    data = iter(make_dataset(examples, cfg.batch, training=True).repeat())
+    batches_of = epochs_of_batches(data, cfg)
+    if variant.get("xla"):
+        train_batch = xla_step(model, optimizer, cfg.batch.batch_size,
+                               max(len(f) for f in data.features),
+                               max(len(y) for y in data.labels))
+    else:
+        train_batch = Steps(model, optimizer, cfg.features.n_features).train_batch
     for _ in range(3):
-        steps.train_batch(next(data))
+        train_batch(next(batches_of))
     audio, start = 0.0, time.perf_counter()
     for _ in range(batches):
-        batch = next(data)
-        steps.train_batch(batch)
+        batch = next(batches_of)
+        train_batch(batch)
         audio += float(batch["feature_lengths"].numpy().sum()) / cfg.features.frames_per_second
     seconds = time.perf_counter() - start
     import tensorflow as tf
@@ -80,16 +168,15 @@ def measure(manifest: Path, overrides: list[str], batches: int, limit: int) -> d
 
 
 def run_variant(manifest: Path, name: str, args, code: Path | None = None) -> dict | None:
-    """One variant in its own process: its result row, or None (its error printed).
-    ``code``: a tree of another revision to run it with (this one's by default)."""
-    script, env = Path(__file__).resolve(), dict(os.environ)
+    """One row in its own process: its result, or None (its error printed). ``code``: the
+    tree of another revision, whose ``speechrnn`` the process imports instead of this one's."""
+    env = dict(os.environ)
     if code is not None:
-        script = code / "bench" / script.name
         env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, str(script), "--manifest", str(manifest.resolve()),
-                           "--batches", str(args.batches), "--limit", str(args.limit),
-                           "--variant", name], capture_output=True, text=True, env=env,
-                          cwd=Path.cwd())
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--manifest",
+                           str(manifest.resolve()), "--batches", str(args.batches), "--limit",
+                           str(args.limit), "--variant", name], capture_output=True,
+                          text=True, env=env, cwd=Path.cwd())
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         return None
@@ -128,12 +215,35 @@ def training_arguments(doc: str, batches: int, name: str) -> argparse.ArgumentPa
     return parser
 
 
+def english_epochs(config: Path, speeds: dict[str, float]) -> dict | None:
+    """Epochs of ``config``'s training set that its time budget holds at each of ``speeds``
+    (audio-s/s), training passes only; None when its corpus is not prepared."""
+    from speechrnn.config import load_pipeline_config
+    from speechrnn.manifest import read_manifest
+
+    cfg = load_pipeline_config(config)
+    manifests = cfg.data.training_manifests()
+    if not all(p.exists() for p in manifests):
+        print(f"{config}: corpus not prepared (no {manifests[0]}), so no epochs row: run "
+              f"pipelines/run.py --config {config} --stages prepare --corpora DIR")
+        return None
+    seconds = sum(r.duration for p in manifests for r in read_manifest(p))
+    budget = cfg.train.time_budget_min * 60
+    return {"config": str(config), "train_hours": round(seconds / 3600, 2),
+            "time_budget_min": cfg.train.time_budget_min,
+            "epochs": {name: round(budget * speed / seconds, 1)
+                       for name, speed in speeds.items()}}
+
+
 def main(argv=None) -> int:
     parser = training_arguments(__doc__, 12, "train_speed")
     parser.add_argument("--against", metavar="REV",
                         help="also train the default model with git revision REV's code")
     parser.add_argument("--repeat", type=int, default=3,
                         help="with --against: runs of each, taken in turns (default: 3)")
+    parser.add_argument("--english", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "pipelines" / "configs"
+                        / "english.yaml", help="the recipe whose epochs to estimate")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args(argv)
 
@@ -142,17 +252,24 @@ def main(argv=None) -> int:
                                  args.limit)))
         return 0
     manifest = args.manifest or default_manifest(args.corpora)
+    from speechrnn.config import load_pipeline_config
+    from speechrnn.manifest import read_manifest
+
+    training_input(read_manifest(manifest)[:args.limit], load_pipeline_config(None),
+                   "shards", shard_folder(manifest, args.limit))  # extracted before timing
     results = []
-    names = ["default (stride 3)", "stride 1"]
+    names = ["default (stride 3)", "default, streamed", "stride 1"]
     for name in names:
         result = run_variant(manifest, name, args)
         if result is None:
             return 1
         results.append(result)
-        if name == "default (stride 3)":  # then the implementation "auto" did not pick
-            names.append("default, keras LSTM" if result["lstm_impl"] == "scan"
-                         else "default, scan LSTM")
-    default = results[0]["audio_s_per_s"]
+        if name == "default (stride 3)":  # the implementation "auto" did not pick, XLA
+            names += ["default, keras LSTM" if result["lstm_impl"] == "scan"
+                      else "default, scan LSTM", "default, XLA step"]
+    row = {r["model"]: r for r in results}
+    default = row["default (stride 3)"]["audio_s_per_s"]
+    speeds = {"this code": default}
     against = None
     if args.against:
         import tempfile
@@ -170,27 +287,41 @@ def main(argv=None) -> int:
         ratios = sorted(n / o for n, o in pairs)
         median = ratios[len(ratios) // 2]
         results.append({**old, "model": f"default at {args.against}"})
+        speeds = {"this code": sorted(n for n, _ in pairs)[len(pairs) // 2],
+                  args.against: sorted(o for _, o in pairs)[len(pairs) // 2]}
         against = {"revision": args.against, "pairs_audio_s_per_s": pairs,
                    "speedup_each": [round(r, 2) for r in ratios],
                    "speedup": round(median, 2)}
-    speed = {r["lstm_impl"]: r["audio_s_per_s"] for r in (results[0], results[2])}
+    other = row.get("default, keras LSTM") or row["default, scan LSTM"]
+    lstm = {r["lstm_impl"]: r["audio_s_per_s"] for r in (row["default (stride 3)"], other)}
+    streamed = round(row["default, streamed"]["audio_s_per_s"] / default, 2)
     report = {"benchmark": "train_speed", "input": str(manifest), "batch_size": 16,
               "results": results, "target_audio_s_per_s": TARGET,
               "gpu": results[0]["gpu"], "default_lstm_impl": results[0]["lstm_impl"],
-              "stride3_over_stride1": round(default / results[1]["audio_s_per_s"], 2),
-              "keras_over_scan": round(speed["keras"] / speed["scan"], 2),
-              "meets_target": default >= TARGET, "against": against}
+              "stride3_over_stride1": round(default / row["stride 1"]["audio_s_per_s"], 2),
+              "keras_over_scan": round(lstm["keras"] / lstm["scan"], 2),
+              "streamed_over_memory": streamed,
+              "xla_over_default": round(row["default, XLA step"]["audio_s_per_s"] / default, 2),
+              "meets_target": default >= TARGET and streamed >= TARGET_STREAMED,
+              "against": against, "english": english_epochs(args.english, speeds)}
     print(f"training speed, batch 16, on {manifest}")
     print_table([("model", "model", 22), ("lstm_impl", "lstm", 7), ("device", "device", 8),
                  ("parameters", "params", 12), ("audio_s_per_s", "audio-s/s", 12),
                  ("peak_rss_mb", "peak RSS MB", 13)], results)
-    print(f"stride 3 / stride 1: {report['stride3_over_stride1']:.2f}x   "
-          f"keras LSTM / scan LSTM: {report['keras_over_scan']:.2f}x   "
-          f"(target: default >= {TARGET:.0f} audio-s/s)")
+    print(f"streamed / in memory: {streamed:.2f}x   stride 3 / stride 1: "
+          f"{report['stride3_over_stride1']:.2f}x   keras LSTM / scan LSTM: "
+          f"{report['keras_over_scan']:.2f}x   XLA / default: {report['xla_over_default']:.2f}x"
+          f"   (targets: default >= {TARGET:.0f} audio-s/s, streamed >= {TARGET_STREAMED}x)")
     if against:
         print(f"default model: {against['speedup']:.2f}x the speed of {args.against} (median "
               f"of {args.repeat} runs each, in turns: "
               f"{', '.join(f'{r:.2f}x' for r in against['speedup_each'])})")
+    if report["english"]:
+        e = report["english"]
+        print(f"{Path(e['config']).name}: {e['train_hours']} h of training audio, "
+              f"{e['time_budget_min']} min budget: " + ", ".join(
+                  f"{n} {v} epochs" for n, v in e["epochs"].items()) +
+              " (training passes only)")
     write_report(args.json, report)
     return 0
 

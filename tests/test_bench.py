@@ -318,3 +318,31 @@ def test_train_speed_runs_another_revision_from_its_own_tree(tmp_path):
         subprocess.run(["git", "-C", str(ROOT), "show", f"{head}:bench/train_speed.py"],
                        capture_output=True, text=True, check=True).stdout
     assert (tree / "speechrnn" / "train.py").exists() and not (tree / ".git").exists()
+
+
+TINY_MODEL = ["model.lstm_layers=1", "model.lstm_units=16", "model.conv_filters=16"]
+
+
+def test_train_speed_rows_train_in_memory_streamed_and_compiled(synth_corpus, tmp_path):
+    manifest = synth_corpus / "train.jsonl"
+    rows = {name: train_speed.measure(manifest, {**variant, "overrides": TINY_MODEL}, 3, 16,
+                                      shards=tmp_path / "shards")
+            for name, variant in (("memory", {}), ("streamed", {"source": "shards"}),
+                                  ("xla", {"xla": True}))}
+    assert (tmp_path / "shards" / "index.json").exists()
+    for row in rows.values():
+        assert row["audio_s_per_s"] > 0 and row["batches"] == 3 and row["device"] == "CPU"
+        assert row["parameters"] == rows["memory"]["parameters"]
+
+
+def test_train_speed_counts_the_epochs_a_budget_holds(synth_corpus, tmp_path, capsys):
+    from speechrnn.manifest import read_manifest
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  out: {synth_corpus}\ntrain:\n  time_budget_min: 2\n")
+    seconds = sum(r.duration for r in read_manifest(synth_corpus / "train.jsonl"))
+    got = train_speed.english_epochs(config, {"a": 10.0, "b": 20.0})
+    assert got["epochs"] == {"a": round(120 * 10 / seconds, 1), "b": round(120 * 20 / seconds, 1)}
+    config.write_text(f"data:\n  out: {tmp_path / 'none'}\n")
+    assert train_speed.english_epochs(config, {"a": 10.0}) is None
+    assert "not prepared" in capsys.readouterr().out
