@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Set up speechrnn on a Debian/Ubuntu machine, as root (or with sudo available):
 # the Debian packages it needs, a virtual environment in .venv, and the package in it.
-# --dev adds what the tests need: pytest, ruff, selenium, pocketsphinx (the benchmark's
-# peer recogniser), and Debian's chromium and chromium-driver (the MLflow UI test drives a
-# real headless browser).
+# --dev adds what the tests need: pytest, ruff, selenium, hypothesis, and Debian's
+# chromium and chromium-driver (the MLflow UI test drives a real headless browser).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"

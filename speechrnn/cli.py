@@ -196,6 +196,47 @@ def cmd_lm(args) -> int:
     return 0
 
 
+def cmd_lexicon(args) -> int:
+    from .lexicon import Lexicon, build_lexicon, source_words
+
+    manifests, texts = list(args.manifest), list(args.text)
+    if args.config:  # the recipe's words: its training and dev transcripts, its LM text
+        from .config import load_pipeline_config
+        from .corpora import resolve_source
+        from .pipeline import prepare
+
+        cfg = load_pipeline_config(args.config, args.overrides)
+        prepare(cfg, args.corpora, progress=False if args.quiet else None)
+        manifests += [*cfg.data.training_manifests(), cfg.data.manifest("dev")]
+        texts += [resolve_source(t, args.corpora) for t in cfg.eval.lm_text]
+    if not (manifests or texts):
+        raise InputError("give --config C.yaml, or --manifest FILE / --text FILE "
+                         "(repeatable): the words to spell")
+    words = source_words(manifests, texts)
+    if args.check:
+        lexicon = Lexicon.load(args.check)
+        uncovered = lexicon.uncovered(words)
+        print(json.dumps({"lexicon": str(args.check), "words": len(words),
+                          "uncovered": len(uncovered), "lexicon_coverage":
+                          lexicon.coverage()}, indent=2))
+        _list_words("no pronunciation", {w: f"{words[w]} uses" for w in uncovered})
+        return 1 if uncovered else 0
+    if not args.out:
+        raise InputError("give --out lexicon.txt (or --check LEXICON to check one)")
+    lexicon = build_lexicon(words, args.dictionary, g2p=not args.no_g2p)
+    lexicon.save(args.out)
+    print(json.dumps({"lexicon": str(args.out), **lexicon.coverage()}, indent=2))
+    _list_words("no pronunciation", lexicon.missing)
+    return 0
+
+
+def _list_words(what: str, words: dict[str, str], shown: int = 20) -> None:
+    for word, why in list(words.items())[:shown]:
+        print(f"  {what}: {word} ({why})")
+    if len(words) > shown:
+        print(f"  ... {len(words) - shown} more")
+
+
 def cmd_evaluate(args) -> int:
     from .pipeline import evaluate
 
@@ -327,12 +368,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, required=True, help="a YAML pipeline config")
+def _pipeline_args(p: argparse.ArgumentParser, required: bool = True,
+                   config_help: str = "a YAML pipeline config") -> None:
+    p.add_argument("--config", type=Path, required=required, help=config_help)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.epochs=5 (repeatable)")
     p.add_argument("--corpora", help="folder holding the corpora (or SPEECHRNN_CORPORA)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _text_sources(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text", type=Path, action="append", default=[],
+                   help="a text file, a sentence a line (.gz too; repeatable)")
+    p.add_argument("--manifest", type=Path, action="append", default=[],
+                   help="a manifest whose transcripts are added (repeatable)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -458,10 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("lm", help="build a word LM (ARPA) from text files and manifests")
-    p.add_argument("--text", type=Path, action="append", default=[],
-                   help="a text file, a sentence a line (.gz too; repeatable)")
-    p.add_argument("--manifest", type=Path, action="append", default=[],
-                   help="a manifest whose transcripts are added (repeatable)")
+    _text_sources(p)
     p.add_argument("--out", type=Path, required=True, help="the ARPA file (.gz: gzipped)")
     p.add_argument("--order", type=int, default=EvalConfig.lm_order)
     p.add_argument("--method", choices=("kneser-ney", "witten-bell"), default="kneser-ney")
@@ -469,6 +515,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count thresholds per order, e.g. 0 1 1 drops bigrams and trigrams "
                    "seen once (default: that from a million words on, else nothing)")
     p.set_defaults(func=cmd_lm)
+
+    p = sub.add_parser("lexicon", help="build or check a pronunciation lexicon (39 "
+                       "ARPAbet phones): CMUdict, espeak-ng for the words it lacks")
+    _pipeline_args(p, required=False, config_help="a pipeline config: its training and dev "
+                   "transcripts and its LM text (eval.lm_text)")
+    _text_sources(p)
+    p.add_argument("--out", type=Path, help="the lexicon to write (lexicon.txt, and its "
+                   ".json: coverage, generated and missing words)")
+    p.add_argument("--check", type=Path, metavar="LEXICON",
+                   help="instead of building: list the words LEXICON has no pronunciation for "
+                   "(exit status 1 if any)")
+    p.add_argument("--dictionary", type=Path, help="a CMUdict-format pronouncing "
+                   "dictionary (default: CMUdict from the pocketsphinx package)")
+    p.add_argument("--no-g2p", action="store_true", help="no espeak-ng spellings: a word "
+                   "the dictionary lacks is reported as missing")
+    p.set_defaults(func=cmd_lexicon)
 
     p = sub.add_parser("ui", help="the MLflow UI on the project's store")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: local only)")

@@ -50,13 +50,14 @@ import tempfile
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError, NotFoundError
 from .files import atomic_write, atomic_write_text
+from .manifest import text_file_lines
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _UNK_ID, _BOS_ID, _EOS_ID = 0, 1, 2
@@ -112,7 +113,7 @@ class WordLM:
     def from_file(cls, path: str | Path, order: int = 3, normalize=None,
                   method: str = "kneser-ney", prune="auto") -> WordLM:
         counter = _Counter()
-        for line in _text_lines(path):
+        for line in text_file_lines(path, "LM text"):
             counter.add((normalize(line) if normalize is not None else line).split())
         return counter.model(order, method, prune, -10.0)
 
@@ -326,20 +327,6 @@ def _remove_quietly(name: str) -> None:
         os.unlink(name)
 
 
-def _text_lines(path: str | Path) -> Iterator[str]:
-    """The lines of a UTF-8 text file (``.gz`` too), one at a time."""
-    path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            f = gzip.open(path, "rt", encoding="utf-8-sig")
-        else:
-            f = open(path, encoding="utf-8-sig")  # noqa: SIM115
-        with f:
-            yield from f
-    except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise NotFoundError(f"{path}: cannot read LM text ({err})") from None
-
-
 def _read_sources(manifests: Iterable[str | Path], text_files: Iterable[str | Path]):
     from .manifest import read_manifest
     from .text import normalize_text
@@ -350,7 +337,7 @@ def _read_sources(manifests: Iterable[str | Path], text_files: Iterable[str | Pa
             counter.lines += 1
             counter.add(normalize_text(row.text).split())
     for path in text_files:
-        for line in _text_lines(path):
+        for line in text_file_lines(path, "LM text"):
             counter.lines += 1
             if line.strip():
                 counter.add(normalize_text(line).split())

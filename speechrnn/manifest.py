@@ -16,14 +16,16 @@ read a corpus's own metadata, are the ones that keep to the corpus folder.
 from __future__ import annotations
 
 import codecs
+import gzip
 import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, NotFoundError
 from .files import atomic_write
 
 COLUMNS = ("id", "audio", "text", "duration", "speaker", "offset", "end")
@@ -95,6 +97,21 @@ def read_text(path: str | Path) -> str:
     """:func:`decode_text` of a file. Raises ``OSError`` as ``open`` does."""
     with open(path, "rb") as f:
         return decode_text(f.read())
+
+
+def text_file_lines(path: str | Path, what: str = "text") -> Iterator[str]:
+    """The lines of a UTF-8 text file (``.gz`` too), one at a time; a file that cannot
+    be read is a :class:`NotFoundError` naming it and ``what`` it was to be."""
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            f = gzip.open(path, "rt", encoding="utf-8-sig")
+        else:
+            f = open(path, encoding="utf-8-sig")  # noqa: SIM115
+        with f:
+            yield from f
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise NotFoundError(f"{path}: cannot read {what} ({err})") from None
 
 
 def text_lines(text: str) -> list[str]:

@@ -1,0 +1,251 @@
+"""Pronunciation lexicon: words -> phone spellings in 39 ARPAbet phones, stress removed.
+
+A word's pronunciations come from a pronouncing dictionary, CMUdict by default (the copy
+that ships in the ``pocketsphinx`` wheel, BSD licence; or any file in CMUdict's format);
+a word it lacks gets espeak-ng's grapheme-to-phoneme rules, its IPA mapped onto the same
+phones. A word may have several pronunciations. A word with none (no entry, and espeak-ng
+gave nothing usable) is kept in :attr:`Lexicon.missing` and reported by name, never
+dropped silently.
+
+Saved as ``lexicon.txt``, a pronunciation a line, ``word<TAB>PH PH PH`` (what Kaldi and
+flashlight-text's lexicon decoder read), with ``lexicon.json`` beside it: where the
+spellings came from (coverage), the words generated and the words missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError, NotFoundError
+from .files import atomic_write_text
+from .manifest import read_manifest, text_file_lines
+from .text import normalize_text
+
+PHONES = tuple("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R "
+               "S SH T TH UH UW V W Y Z ZH".split())
+_PHONE_SET = frozenset(PHONES)
+
+# espeak-ng's IPA (en-us) -> ARPAbet, longest symbols first. A flap (butter) is written T
+# and a glottal stop T, as CMUdict mostly does; the few sounds of foreign names English
+# lacks (ç, ɬ, x, ...) take their nearest English phone; stress, length, syllable and tie
+# marks carry no phone; an r after a rhotic vowel (ɚɹ) is part of its ER.
+_IPA = {
+    "tʃ": "CH", "dʒ": "JH", "aɪ": "AY", "aʊ": "AW", "eɪ": "EY", "oʊ": "OW", "əʊ": "OW",
+    "ɔɪ": "OY", "ɜ": "ER", "ɚ": "ER", "ɝ": "ER", "ə": "AH", "ɐ": "AH", "ʌ": "AH",
+    "æ": "AE", "a": "AE", "ɑ": "AA", "ɒ": "AA", "ɔ": "AO", "o": "OW", "e": "EH", "ɛ": "EH",
+    "ɪ": "IH", "ᵻ": "IH", "i": "IY", "ʊ": "UH", "u": "UW", "ɹ": "R", "r": "R", "ɾ": "T",
+    "ʔ": "T", "ŋ": "NG", "ʃ": "SH", "ʒ": "ZH", "θ": "TH", "ð": "DH", "h": "HH", "j": "Y",
+    "w": "W", "ʍ": "W", "l": "L", "ɫ": "L", "m": "M", "n": "N", "p": "P", "b": "B",
+    "t": "T", "d": "D", "k": "K", "g": "G", "ɡ": "G", "f": "F", "v": "V", "s": "S",
+    "z": "Z", "x": "K", "ç": "HH", "ɬ": "L", "ʁ": "R", "ɣ": "G", "ɸ": "F", "β": "V",
+}
+_IPA_SILENT = set("ˈˌːˑ.-_ \u0303\u0361\u035c")  # \u0303: nasalised (frisson)
+_SYLLABIC = "\u0329"  # n̩, l̩: a vowel before the consonant (CMUdict: AH N, AH L)
+_ESPEAK_CHUNK = 2000  # words per espeak-ng call
+
+
+class LexiconError(InputError):
+    """A lexicon file or dictionary that cannot be read, or a phone outside :data:`PHONES`."""
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Each word's pronunciations (tuples of phones, the first the most usual), which of
+    them espeak-ng generated, and the words that have none."""
+
+    pronunciations: dict[str, tuple[tuple[str, ...], ...]]
+    generated: frozenset[str] = frozenset()
+    missing: dict[str, str] = field(default_factory=dict)  # word -> why it has none
+    dictionary: str = ""  # where the known words came from
+
+    def __len__(self) -> int:
+        return len(self.pronunciations)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.pronunciations
+
+    def spellings(self, word: str) -> tuple[tuple[str, ...], ...]:
+        try:
+            return self.pronunciations[word]
+        except KeyError:
+            raise LexiconError(f"{word!r} has no pronunciation in the lexicon") from None
+
+    def coverage(self) -> dict:
+        """Words, and how many came from the dictionary, from espeak-ng, and none."""
+        return {"words": len(self) + len(self.missing),
+                "in_dictionary": len(self) - len(self.generated),
+                "generated": len(self.generated), "missing": len(self.missing),
+                "pronunciations": sum(len(p) for p in self.pronunciations.values())}
+
+    def uncovered(self, words: Iterable[str]) -> list[str]:
+        """The distinct ``words`` it has no pronunciation for, in order of first use."""
+        return [w for w in dict.fromkeys(words) if w not in self.pronunciations]
+
+    def save(self, path: str | Path) -> Path:
+        """``path`` (lexicon.txt) and its ``.json`` sidecar; returns ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{w}\t{' '.join(p)}" for w in sorted(self.pronunciations)
+                 for p in self.pronunciations[w]]
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        atomic_write_text(path.with_suffix(".json"), json.dumps(
+            {"dictionary": self.dictionary, "coverage": self.coverage(),
+             "generated": sorted(self.generated), "missing": self.missing}, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Lexicon:
+        path = Path(path)
+        pronunciations = read_dictionary(path)
+        meta = {}
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            try:
+                meta = json.loads(sidecar.read_text())
+            except (OSError, ValueError) as err:
+                raise LexiconError(f"{sidecar}: cannot read ({err})") from None
+        return cls(pronunciations, frozenset(meta.get("generated", ())),
+                   dict(meta.get("missing", {})), meta.get("dictionary", str(path)))
+
+
+def cmudict_path() -> Path:
+    """CMUdict as the ``pocketsphinx`` wheel ships it (lower case, no stress)."""
+    spec = importlib.util.find_spec("pocketsphinx")
+    path = Path(spec.origin).parent / "model" / "en-us" / "cmudict-en-us.dict" \
+        if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise NotFoundError("no pronouncing dictionary: install pocketsphinx (it ships "
+                            "CMUdict: pip install pocketsphinx) or name a CMUdict-format "
+                            "file with --dictionary")
+    return path
+
+
+def read_dictionary(path: str | Path) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """A pronouncing dictionary in CMUdict's format (``WORD(2)  PH1 PH0``, ``;;;`` and
+    ``#`` comments; the pocketsphinx copy's lower case too, and the tab-separated lines
+    :meth:`Lexicon.save` writes): each word's distinct pronunciations, stress removed."""
+    path = Path(path)
+    out: dict[str, list[tuple[str, ...]]] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LexiconError(f"{path}: cannot read the dictionary ({err})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith((";;;", "#")):
+            continue
+        word, *phones = line.split()
+        word = re.sub(r"\(\d+\)$", "", word).lower()
+        phones = tuple(p.rstrip("012").upper() for p in phones)
+        bad = [p for p in phones if p not in _PHONE_SET]
+        if not phones or bad:
+            raise LexiconError(f"{path}:{number}: {word!r} " + (
+                f"has phones outside the 39 ARPAbet phones: {' '.join(bad)}" if bad
+                else "has no phones"))
+        spellings = out.setdefault(word, [])
+        if phones not in spellings:
+            spellings.append(phones)
+    if not out:
+        raise LexiconError(f"{path}: no pronunciations in it")
+    return {w: tuple(p) for w, p in out.items()}
+
+
+def ipa_to_phones(ipa: str) -> tuple[str, ...]:
+    """espeak-ng's IPA of one word as ARPAbet phones; :class:`ValueError` naming a symbol
+    that has none."""
+    out: list[str] = []
+    i = 0
+    while i < len(ipa):
+        if ipa[i] in _IPA_SILENT:
+            i += 1
+            continue
+        if ipa[i] == _SYLLABIC:
+            if out:
+                out.insert(len(out) - 1, "AH")
+            i += 1
+            continue
+        for size in (2, 1):
+            phone = _IPA.get(ipa[i:i + size])
+            if phone is not None:
+                if not (phone == "R" and out and out[-1] == "ER"):
+                    out.append(phone)
+                i += size
+                break
+        else:
+            raise ValueError(f"espeak-ng's /{ipa}/ has {ipa[i]!r}, which no ARPAbet phone "
+                             "stands for")
+    return tuple(out)
+
+
+def espeak_phones(words: list[str], voice: str = "en-us") -> dict[str, tuple[str, ...] | str]:
+    """Each word's phones from espeak-ng's rules, or the reason it has none."""
+    out: dict[str, tuple[str, ...] | str] = {}
+    for start in range(0, len(words), _ESPEAK_CHUNK):
+        chunk = words[start:start + _ESPEAK_CHUNK]
+        lines = _espeak(chunk, voice)
+        if len(lines) != len(chunk):  # it joined or split lines: one word a call
+            lines = [" ".join(_espeak([w], voice)) for w in chunk]
+        for word, ipa in zip(chunk, lines):
+            try:
+                phones = ipa_to_phones(ipa.strip())
+                out[word] = phones or f"espeak-ng gave no phones (/{ipa.strip()}/)"
+            except ValueError as err:
+                out[word] = str(err)
+    return out
+
+
+def _espeak(words: list[str], voice: str) -> list[str]:
+    try:
+        proc = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", voice], check=True,
+                              input="\n".join(words) + "\n", capture_output=True,
+                              text=True, timeout=60 + len(words) // 20)
+    except FileNotFoundError:
+        raise NotFoundError("espeak-ng is not installed (apt-get install espeak-ng): it "
+                            "spells the words the dictionary lacks") from None
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        raise LexiconError(f"espeak-ng failed on {len(words)} words ({err})") from None
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def build_lexicon(words: Iterable[str], dictionary: str | Path | None = None,
+                  g2p: bool = True, voice: str = "en-us") -> Lexicon:
+    """The pronunciations of the distinct ``words``: the dictionary's (``None``: CMUdict
+    from pocketsphinx), else espeak-ng's (``g2p``); the rest in ``missing``."""
+    path = Path(dictionary) if dictionary else cmudict_path()
+    known = read_dictionary(path)
+    words = list(dict.fromkeys(w for w in words if w))
+    found = {w: known[w] for w in words if w in known}
+    unknown = [w for w in words if w not in known]
+    generated: dict[str, tuple[tuple[str, ...], ...]] = {}
+    missing: dict[str, str] = {}
+    if g2p:
+        for word, phones in espeak_phones(unknown, voice).items():
+            if isinstance(phones, tuple):
+                generated[word] = (phones,)
+            else:
+                missing[word] = phones
+    else:
+        missing = {w: f"not in {path.name}" for w in unknown}
+    return Lexicon({**found, **generated}, frozenset(generated), missing, str(path))
+
+
+def source_words(manifests: Iterable[str | Path] = (),
+                 text_files: Iterable[str | Path] = ()) -> dict[str, int]:
+    """The normalised words of manifests' transcripts and text files (a sentence a line,
+    ``.gz`` too), with their counts, most frequent first."""
+    count: Counter[str] = Counter()
+    for manifest in manifests:
+        for row in read_manifest(manifest):
+            count.update(normalize_text(row.text).split())
+    for path in text_files:
+        for line in text_file_lines(path):
+            if line.strip():
+                count.update(normalize_text(line).split())
+    return dict(count.most_common())
