@@ -25,8 +25,7 @@ from pathlib import Path
 
 from .errors import InputError, NotFoundError
 from .files import atomic_write_text
-from .manifest import read_manifest, text_file_lines
-from .text import normalize_text
+from .lm import source_sentences
 
 PHONES = tuple("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R "
                "S SH T TH UH UW V W Y Z ZH".split())
@@ -240,12 +239,5 @@ def source_words(manifests: Iterable[str | Path] = (),
                  text_files: Iterable[str | Path] = ()) -> dict[str, int]:
     """The normalised words of manifests' transcripts and text files (a sentence a line,
     ``.gz`` too), with their counts, most frequent first."""
-    count: Counter[str] = Counter()
-    for manifest in manifests:
-        for row in read_manifest(manifest):
-            count.update(normalize_text(row.text).split())
-    for path in text_files:
-        for line in text_file_lines(path):
-            if line.strip():
-                count.update(normalize_text(line).split())
+    count = Counter(w for words in source_sentences(manifests, text_files) for w in words)
     return dict(count.most_common())

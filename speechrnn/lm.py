@@ -50,7 +50,7 @@ import tempfile
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -327,20 +327,26 @@ def _remove_quietly(name: str) -> None:
         os.unlink(name)
 
 
-def _read_sources(manifests: Iterable[str | Path], text_files: Iterable[str | Path]):
+def source_sentences(manifests: Iterable[str | Path] = (),
+                     text_files: Iterable[str | Path] = ()) -> Iterator[list[str]]:
+    """The normalised words of each manifest row's transcript, then of each line of the
+    text files (a sentence a line, ``.gz`` too; a blank line gives no words)."""
     from .manifest import read_manifest
     from .text import normalize_text
 
-    counter = _Counter()
     for manifest in manifests:
         for row in read_manifest(manifest):
-            counter.lines += 1
-            counter.add(normalize_text(row.text).split())
+            yield normalize_text(row.text).split()
     for path in text_files:
-        for line in text_file_lines(path, "LM text"):
-            counter.lines += 1
-            if line.strip():
-                counter.add(normalize_text(line).split())
+        for line in text_file_lines(path):
+            yield normalize_text(line).split() if line.strip() else []
+
+
+def _read_sources(manifests: Iterable[str | Path], text_files: Iterable[str | Path]):
+    counter = _Counter()
+    for words in source_sentences(manifests, text_files):
+        counter.lines += 1
+        counter.add(words)
     return counter
 
 
