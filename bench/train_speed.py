@@ -19,8 +19,13 @@ Each row says which LSTM implementation ran and on which device (GPU when the we
 on one). Input: the first 400 utterances of the speechocean762 train set (real speech,
 1.9-8 s), else a manifest you name. Each row trains ``--batches`` batches after 3 warm-up
 batches (graph tracing), with the thread settings training uses, a new epoch's batches
-after each epoch as training makes them (its end included). Target: >= 60 audio-s/s for
-the default model on 2 cores, streamed >= 0.95x in memory.
+after each epoch as training makes them (its end included); "input wait" is the share of
+that time the loop waited for its next batch. Target: >= 60 audio-s/s for the default model
+on 2 cores, streamed >= 0.95x in memory.
+
+The default model runs ``--repeat`` times in memory and streamed, in turns (a shared VM's
+speed drifts by more than the gap between them); its rows show the median run, and
+streamed / in memory is the median of the pairs' ratios.
 
 ``--against REV`` also runs the default model with the code of git revision REV (that
 revision's tree, extracted to a temporary folder, put first on the child's path; this
@@ -151,9 +156,11 @@ def measure(manifest: Path, variant: dict, batches: int, limit: int,
         train_batch = Steps(model, optimizer, cfg.features.n_features).train_batch
     for _ in range(3):
         train_batch(next(batches_of))
-    audio, start = 0.0, time.perf_counter()
+    audio, waited, start = 0.0, 0.0, time.perf_counter()
     for _ in range(batches):
+        ready = time.perf_counter()
         batch = next(batches_of)
+        waited += time.perf_counter() - ready
         train_batch(batch)
         audio += float(batch["feature_lengths"].numpy().sum()) / cfg.features.frames_per_second
     seconds = time.perf_counter() - start
@@ -163,6 +170,7 @@ def measure(manifest: Path, variant: dict, batches: int, limit: int,
     return {"lstm_impl": model.lstm_impl, "gpu": on_gpu, "device": "GPU" if on_gpu else "CPU",
             "gpus_visible": len(tf.config.list_physical_devices("GPU")),
             "audio_s_per_s": round(audio / seconds, 1), "batches": batches,
+            "input_wait_pct": round(100 * waited / seconds, 1),
             "audio_seconds": round(audio, 1), "parameters": model.count_params(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
@@ -181,6 +189,11 @@ def run_variant(manifest: Path, name: str, args, code: Path | None = None) -> di
         print(proc.stderr[-3000:], file=sys.stderr)
         return None
     return {"model": name, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median speed among ``runs`` of one row."""
+    return sorted(runs, key=lambda r: r["audio_s_per_s"])[len(runs) // 2]
 
 
 def revision_tree(rev: str, folder: Path) -> Path:
@@ -240,7 +253,8 @@ def main(argv=None) -> int:
     parser.add_argument("--against", metavar="REV",
                         help="also train the default model with git revision REV's code")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="with --against: runs of each, taken in turns (default: 3)")
+                        help="runs of the default model in memory and streamed (and with "
+                        "--against, of REV's), in turns; rows show the median run (default: 3)")
     parser.add_argument("--english", type=Path,
                         default=Path(__file__).resolve().parents[1] / "pipelines" / "configs"
                         / "english.yaml", help="the recipe whose epochs to estimate")
@@ -257,16 +271,24 @@ def main(argv=None) -> int:
 
     training_input(read_manifest(manifest)[:args.limit], load_pipeline_config(None),
                    "shards", shard_folder(manifest, args.limit))  # extracted before timing
-    results = []
-    names = ["default (stride 3)", "default, streamed", "stride 1"]
+    # in turns, so that a machine whose speed drifts (a shared VM) slows both alike
+    runs = {"default (stride 3)": [], "default, streamed": []}
+    for _ in range(args.repeat):
+        for name, done in runs.items():
+            result = run_variant(manifest, name, args)
+            if result is None:
+                return 1
+            done.append(result)
+    streamed_each = sorted(s["audio_s_per_s"] / m["audio_s_per_s"]
+                           for m, s in zip(*runs.values()))
+    results = [median_run(done) for done in runs.values()]
+    names = ["stride 1", "default, keras LSTM" if results[0]["lstm_impl"] == "scan"
+             else "default, scan LSTM", "default, XLA step"]
     for name in names:
         result = run_variant(manifest, name, args)
         if result is None:
             return 1
         results.append(result)
-        if name == "default (stride 3)":  # the implementation "auto" did not pick, XLA
-            names += ["default, keras LSTM" if result["lstm_impl"] == "scan"
-                      else "default, scan LSTM", "default, XLA step"]
     row = {r["model"]: r for r in results}
     default = row["default (stride 3)"]["audio_s_per_s"]
     speeds = {"this code": default}
@@ -294,21 +316,24 @@ def main(argv=None) -> int:
                    "speedup": round(median, 2)}
     other = row.get("default, keras LSTM") or row["default, scan LSTM"]
     lstm = {r["lstm_impl"]: r["audio_s_per_s"] for r in (row["default (stride 3)"], other)}
-    streamed = round(row["default, streamed"]["audio_s_per_s"] / default, 2)
+    streamed = round(streamed_each[len(streamed_each) // 2], 2)
     report = {"benchmark": "train_speed", "input": str(manifest), "batch_size": 16,
               "results": results, "target_audio_s_per_s": TARGET,
               "gpu": results[0]["gpu"], "default_lstm_impl": results[0]["lstm_impl"],
               "stride3_over_stride1": round(default / row["stride 1"]["audio_s_per_s"], 2),
               "keras_over_scan": round(lstm["keras"] / lstm["scan"], 2),
               "streamed_over_memory": streamed,
+              "streamed_over_memory_each": [round(r, 2) for r in streamed_each],
               "xla_over_default": round(row["default, XLA step"]["audio_s_per_s"] / default, 2),
               "meets_target": default >= TARGET and streamed >= TARGET_STREAMED,
               "against": against, "english": english_epochs(args.english, speeds)}
     print(f"training speed, batch 16, on {manifest}")
     print_table([("model", "model", 22), ("lstm_impl", "lstm", 7), ("device", "device", 8),
                  ("parameters", "params", 12), ("audio_s_per_s", "audio-s/s", 12),
-                 ("peak_rss_mb", "peak RSS MB", 13)], results)
-    print(f"streamed / in memory: {streamed:.2f}x   stride 3 / stride 1: "
+                 ("input_wait_pct", "input wait %", 13), ("peak_rss_mb", "peak RSS MB", 13)],
+                results)
+    print(f"streamed / in memory: {streamed:.2f}x (median of {args.repeat} pairs in turns: "
+          f"{', '.join(f'{r:.2f}x' for r in streamed_each)})   stride 3 / stride 1: "
           f"{report['stride3_over_stride1']:.2f}x   keras LSTM / scan LSTM: "
           f"{report['keras_over_scan']:.2f}x   XLA / default: {report['xla_over_default']:.2f}x"
           f"   (targets: default >= {TARGET:.0f} audio-s/s, streamed >= {TARGET_STREAMED}x)")

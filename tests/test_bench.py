@@ -333,6 +333,12 @@ def test_train_speed_rows_train_in_memory_streamed_and_compiled(synth_corpus, tm
     for row in rows.values():
         assert row["audio_s_per_s"] > 0 and row["batches"] == 3 and row["device"] == "CPU"
         assert row["parameters"] == rows["memory"]["parameters"]
+        assert 0 <= row["input_wait_pct"] < 100
+
+
+def test_train_speed_rows_show_the_median_of_runs_in_turns():
+    runs = [{"audio_s_per_s": v, "n": k} for k, v in enumerate([70.0, 90.0, 80.0])]
+    assert train_speed.median_run(runs)["n"] == 2
 
 
 def test_train_speed_counts_the_epochs_a_budget_holds(synth_corpus, tmp_path, capsys):
