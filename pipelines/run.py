@@ -116,9 +116,11 @@ def run(cfg, stages: list[str], args) -> int:
                 report = pipeline.evaluate(model_dir, data.manifest(name), decoding, out=out,
                                            run_id=run_id, name=name, progress=progress,
                                            speaker_cmvn=cfg.eval.speaker_cmvn)
+                per = report.rates.per
                 print(f"{name} ({decoding.describe()}): WER {100 * report.rates.wer:.1f} %  CER "
-                      f"{100 * report.rates.cer:.1f} %  ({report.rates.utterances} "
-                      f"utterances; report in {out})")
+                      f"{100 * report.rates.cer:.1f} %  "
+                      + (f"PER {100 * per:.1f} %  " if per is not None else "")
+                      + f"({report.rates.utterances} utterances; report in {out})")
 
     if "transcribe" in stages:
         stage("transcribe one held-out test file")

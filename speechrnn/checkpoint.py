@@ -312,9 +312,11 @@ def config_digest(cfg: Config) -> str:
         # a config without further corpora or weights: the digest it had before they were
         # settings, so that runs started then still resume
         del keep["data.corpora"], keep["data.train_weight"]
-    for key in ("batch.sortagrad", "train.init_from"):  # likewise: before these settings
+    for key in ("batch.sortagrad", "train.init_from", "model.lexicon"):  # likewise
         if not keep.get(key):
             keep.pop(key, None)
+    if keep.get("model.units") == "chars":
+        del keep["model.units"]
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     for path in (*cfg.data.training_manifests(), cfg.data.manifest("dev")):
         h.update(path.read_bytes())

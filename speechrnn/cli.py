@@ -119,8 +119,8 @@ def cmd_features(args) -> int:
     cfg = load_pipeline_config(args.config, args.overrides)
     progress = False if args.quiet else None
     pipeline.prepare(cfg, args.corpora, progress=progress)
-    for split, index in pipeline.features(cfg, workers=args.workers,
-                                          progress=progress).items():
+    for split, index in pipeline.features(cfg, workers=args.workers, progress=progress,
+                                          corpora=args.corpora).items():
         print(f"{split}: {len(index)} items, {index.hours:.3f} h, {len(index.files)} shards, "
               f"{len(index.skipped)} skipped ({index.folder})")
         for row, why in index.skipped[:10]:
@@ -197,22 +197,22 @@ def cmd_lm(args) -> int:
 
 
 def cmd_lexicon(args) -> int:
-    from .lexicon import Lexicon, build_lexicon, source_words
+    from collections import Counter
 
-    manifests, texts = list(args.manifest), list(args.text)
+    from .lexicon import Lexicon, build_lexicon, recipe_words, source_words
+
+    if not (args.config or args.manifest or args.text):
+        raise InputError("give --config C.yaml, or --manifest FILE / --text FILE "
+                         "(repeatable): the words to spell")
+    words = Counter(source_words(args.manifest, args.text))
     if args.config:  # the recipe's words: its training and dev transcripts, its LM text
         from .config import load_pipeline_config
-        from .corpora import resolve_source
         from .pipeline import prepare
 
         cfg = load_pipeline_config(args.config, args.overrides)
         prepare(cfg, args.corpora, progress=False if args.quiet else None)
-        manifests += [*cfg.data.training_manifests(), cfg.data.manifest("dev")]
-        texts += [resolve_source(t, args.corpora) for t in cfg.eval.lm_text]
-    if not (manifests or texts):
-        raise InputError("give --config C.yaml, or --manifest FILE / --text FILE "
-                         "(repeatable): the words to spell")
-    words = source_words(manifests, texts)
+        words.update(recipe_words(cfg, args.corpora)[1])
+    words = dict(words.most_common())
     if args.check:
         lexicon = Lexicon.load(args.check)
         uncovered = lexicon.uncovered(words)

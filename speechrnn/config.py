@@ -121,8 +121,18 @@ class ModelConfig:
     # auto: keras on a GPU (cuDNN), else scan | scan: tf.scan loop, fastest on CPU |
     # keras: keras.layers.LSTM (cuDNN on a GPU). Same weights: a model moves between them
     lstm_impl: str = "auto"
+    # chars: the CTC head predicts letters | phones: 39 ARPAbet phones and a word
+    # separator, words spelled by a pronunciation lexicon (decoded with it)
+    units: str = "chars"
+    # a phone model's lexicon (lexicon.txt, from `speechrnn lexicon`); "": built from the
+    # recipe's transcripts and eval.lm_text with CMUdict and espeak-ng
+    lexicon: str = ""
 
     def __post_init__(self):
+        if self.units not in ("chars", "phones"):
+            raise ConfigError(f"model.units must be chars|phones, not {self.units!r}")
+        if self.lexicon and self.units != "phones":
+            raise ConfigError("model.lexicon is for model.units: phones")
         if self.lstm_impl not in ("auto", "scan", "keras"):
             raise ConfigError(f"model.lstm_impl must be auto|scan|keras, not {self.lstm_impl!r}")
         if not 1 <= self.subsampling <= 4:

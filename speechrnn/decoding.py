@@ -58,6 +58,7 @@ class Hypothesis:
     text: str
     words: tuple[Word, ...] = ()
     confidence: float = 0.0
+    units: str = ""  # a phone model's best path ("HH AH L OW | W ER L D"); else ""
 
     def shifted(self, seconds: float) -> Hypothesis:
         """The same hypothesis with every time moved by ``seconds`` (a chunk's offset)."""
@@ -66,9 +67,10 @@ class Hypothesis:
                                          for w in self.words))
 
     def as_dict(self) -> dict:
-        return {"text": self.text, "confidence": round(self.confidence, 4),
-                "words": [{"word": w.word, "start": w.start, "end": w.end,
-                           "confidence": round(w.confidence, 4)} for w in self.words]}
+        out = {"text": self.text, "confidence": round(self.confidence, 4),
+               "words": [{"word": w.word, "start": w.start, "end": w.end,
+                          "confidence": round(w.confidence, 4)} for w in self.words]}
+        return {**out, "phones": self.units} if self.units else out
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ def greedy_ids(log_probs: np.ndarray, blank: int = 0) -> list[int]:
 
 
 def greedy_decode(log_probs: np.ndarray, alphabet: Alphabet) -> str:
+    """The best path's labels as text: a character model's words, a phone model's phones
+    (``HH AH L OW | W ER L D``: :func:`decode_text` finds its words)."""
     return " ".join(alphabet.decode(greedy_ids(log_probs, alphabet.blank)).split())
 
 
@@ -241,7 +245,11 @@ class _LMScorer:
 def beam_search(log_probs: np.ndarray, alphabet: Alphabet,
                 options: DecodingOptions = DecodingOptions(method="beam"),
                 lm: WordLM | None = None) -> str:
-    """CTC prefix beam search over one utterance's (T, V) log-probabilities."""
+    """CTC prefix beam search over one utterance's (T, V) log-probabilities (characters;
+    a phone model searches its lexicon: :func:`lexicon_search`)."""
+    if alphabet.units != "chars":
+        raise InputError("the Python beam search spells characters: a phone model decodes "
+                         "with its lexicon (decoding engine auto or flashlight)")
     chars = alphabet.characters
     scorer = _LMScorer(lm, options.lm_weight, options.word_bonus)
     beams: dict[str, tuple[float, float]] = {"": (0.0, -math.inf)}  # prefix -> (blank, non)
@@ -320,58 +328,84 @@ def align(log_probs: np.ndarray, labels: list[int], blank: int = 0) -> list[tupl
 
 def hypothesis(text: str, log_probs: np.ndarray, alphabet: Alphabet,
                frame_seconds: float) -> Hypothesis:
-    """Word timings and confidences of ``text`` decoded from ``log_probs``."""
+    """Word timings and confidences of ``text`` decoded from ``log_probs``: each word
+    spelled in the model's units (its first spelling: a phone model's first
+    pronunciation), separators between words, aligned to the frames."""
     text = " ".join(text.split())
     if not text:
         return Hypothesis("")
-    labels = alphabet.encode(text)
+    labels: list[int] = []
+    bounds = []  # each word's first and last label + 1
+    for word in text.split(" "):
+        if labels:
+            labels.append(alphabet.separator)
+        spelling = alphabet.spellings(word)[0]
+        bounds.append((len(labels), len(labels) + len(spelling)))
+        labels += spelling
     lp = np.asarray(log_probs)
     spans = align(lp, labels, alphabet.blank)
-    char_logp = [float(lp[a:b + 1, k].max()) for (a, b), k in zip(spans, labels)]
-    words, start = [], 0
-    for token in text.split(" "):
-        span = range(start, start + len(token))
-        conf = math.exp(sum(char_logp[i] for i in span) / len(token))
-        words.append(Word(token, round(spans[span[0]][0] * frame_seconds, 3),
-                          round((spans[span[-1]][1] + 1) * frame_seconds, 3), conf))
-        start += len(token) + 1  # and the space
-    letters = [c for i, c in enumerate(char_logp) if text[i] != " "]
-    return Hypothesis(text, tuple(words), math.exp(sum(letters) / len(letters)))
+    label_logp = [float(lp[a:b + 1, k].max()) for (a, b), k in zip(spans, labels)]
+    words = []
+    for token, (a, b) in zip(text.split(" "), bounds):
+        conf = math.exp(sum(label_logp[a:b]) / (b - a))
+        words.append(Word(token, round(spans[a][0] * frame_seconds, 3),
+                          round((spans[b - 1][1] + 1) * frame_seconds, 3), conf))
+    units = [c for c, k in zip(label_logp, labels) if k != alphabet.separator]
+    return Hypothesis(text, tuple(words), math.exp(sum(units) / len(units)))
 
 
 _searches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lm -> {key: search}
 _searches_lock = threading.Lock()
 
 
+_lexicon_only: dict[str, object] = {}  # alphabet key -> a phone model's search without LM
+
+
 def lexicon_search(alphabet: Alphabet, options: DecodingOptions, lm: WordLM | None):
     """The C++ beam search (:class:`speechrnn.fastbeam.LexiconBeamSearch`) for ``lm`` when
     ``options`` choose it, built once per (LM, alphabet) and cached (call it with the
-    options); None where the Python search runs instead."""
-    if options.method != "beam" or lm is None or options.engine == "python":
+    options); None where the Python search runs instead. A phone model always searches
+    its lexicon (with ``lm``, or without one: the words alone), whatever the method."""
+    phones = alphabet.units != "chars"
+    if not phones and (options.method != "beam" or lm is None or options.engine == "python"):
         return None
+    if phones and options.engine == "python":
+        raise InputError("a phone model decodes with its lexicon in flashlight-text's "
+                         "search: decoding engine auto or flashlight, not python")
     from . import fastbeam
 
     if not fastbeam.available():
-        if options.engine == "flashlight":
-            raise MissingDependencyError("decoding engine flashlight needs flashlight-text: "
-                                         "pip install flashlight-text")
+        if options.engine == "flashlight" or phones:
+            raise MissingDependencyError(
+                ("a phone model decodes with" if phones else "decoding engine flashlight "
+                 "needs") + " flashlight-text: pip install flashlight-text")
         return None
     arpa_path = getattr(lm, "arpa_path", None)
-    if arpa_path is None:
-        if options.engine == "flashlight":
-            raise InputError("decoding engine flashlight needs a language model with an "
-                             "ARPA file")
+    if lm is not None and arpa_path is None:
+        if options.engine == "flashlight" or phones:
+            raise InputError(("a phone model's" if phones else "decoding engine flashlight "
+                              "needs a") + " language model with an ARPA file")
         return None
     with _searches_lock:  # one trie and one loaded LM per (LM, alphabet), whatever the options
+        if lm is None:
+            if alphabet.key not in _lexicon_only:
+                _lexicon_only[alphabet.key] = fastbeam.LexiconBeamSearch(
+                    alphabet, None, alphabet.lexicon.pronunciations, options)
+            return _lexicon_only[alphabet.key]
         per_lm = _searches.setdefault(lm, {})
-        if alphabet.characters not in per_lm:
-            per_lm[alphabet.characters] = fastbeam.LexiconBeamSearch(alphabet, arpa_path(),
-                                                                     lm.vocab, options)
-        return per_lm[alphabet.characters]
+        if alphabet.key not in per_lm:
+            per_lm[alphabet.key] = fastbeam.LexiconBeamSearch(alphabet, arpa_path(),
+                                                              lm.vocab, options)
+        return per_lm[alphabet.key]
 
 
 def decode_text(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions,
                 lm: WordLM | None = None) -> str:
+    """The words of one utterance. A phone model's always come from its lexicon search
+    (greedy: without the LM, at ``options.beam_width``)."""
+    if alphabet.units != "chars":
+        return lexicon_search(alphabet, options, lm if options.method == "beam" else None)(
+            log_probs, options)
     if options.method == "greedy":
         return greedy_decode(log_probs, alphabet)
     search = lexicon_search(alphabet, options, lm)
@@ -385,5 +419,8 @@ def decode(log_probs: np.ndarray, alphabet: Alphabet, options: DecodingOptions =
            frame_seconds: float = 1.0 / Config().ctc_frames_per_second) -> Hypothesis:
     """Text, word timings and confidences of one utterance's (T, V) log-probabilities;
     ``frame_seconds`` is the duration of one output frame (hop x subsampling)."""
-    return hypothesis(decode_text(log_probs, alphabet, options, lm), log_probs, alphabet,
-                      frame_seconds)
+    hyp = hypothesis(decode_text(log_probs, alphabet, options, lm), log_probs, alphabet,
+                     frame_seconds)
+    if alphabet.units != "chars":
+        hyp = replace(hyp, units=greedy_decode(log_probs, alphabet))
+    return hyp

@@ -1,4 +1,5 @@
-"""Evaluation: word and character error rates with jiwer, overall and per utterance.
+"""Evaluation: word and character error rates with jiwer, overall and per utterance (and a
+phone model's phone error rate, over its best paths).
 
 References and hypotheses are compared under the training normalisation
 (:func:`speechrnn.text.normalize_text`). :func:`evaluate_model` transcribes a manifest and
@@ -10,7 +11,7 @@ returns the corpus :class:`ErrorRates` and an :class:`UtteranceScore` per uttera
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import jiwer
 
@@ -27,9 +28,13 @@ class ErrorRates:
     insertions: int
     words: int  # reference words
     utterances: int
+    per: float | None = None  # a phone model's phone error rate (best path)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.per is None:
+            del out["per"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,18 @@ def error_rates(references: list[str], hypotheses: list[str]) -> ErrorRates:
         deletions=words.deletions, insertions=words.insertions,
         words=words.hits + words.substitutions + words.deletions,
         utterances=len(references))
+
+
+def phone_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Phones wrong (substituted, deleted, inserted) / reference phones, over phone strings
+    (``HH AH L OW | W ER L D``); word separators are not counted."""
+    from .lexicon import phones_only
+
+    refs = [phones_only(r) for r in references]
+    keep = [i for i, r in enumerate(refs) if r]
+    if not keep:
+        raise ValueError("no reference phones to score")
+    return float(jiwer.wer([refs[i] for i in keep], [phones_only(hypotheses[i]) for i in keep]))
 
 
 def utterance_wer(reference: str, hypothesis: str) -> float:
@@ -130,7 +147,7 @@ def evaluate_each(transcriber, rows, choices, progress: bool | None = None,
     from .progress import progress_bar
 
     stats = speaker_statistics(transcriber, rows, progress) if transcriber.speaker_cmvn else {}
-    hyps: list[dict[int, tuple[str, float | None]]] = [{} for _ in choices]
+    hyps: list[dict[int, tuple[str, float | None, str]]] = [{} for _ in choices]
     with progress_bar(len(rows), label, progress) as bar:
         for start in range(0, len(rows), batch_size):
             audios, index = [], []
@@ -142,20 +159,30 @@ def evaluate_each(transcriber, rows, choices, progress: bool | None = None,
                 except AudioError as err:
                     print(f"skipped {err}")
                     for found in hyps:
-                        found[i] = ("", None)
+                        found[i] = ("", None, "")
             cmvn = [stats.get(rows[i].speaker) for i in index] if stats else None
             each = transcriber.transcribe_batch_each(audios, list(choices), cmvn) if audios \
                 else [[] for _ in choices]
             for found, batch in zip(hyps, each):
-                found.update((i, (h.text, h.confidence)) for i, h in zip(index, batch))
+                found.update((i, (h.text, h.confidence, h.units))
+                             for i, h in zip(index, batch))
             bar.update(min(batch_size, len(rows) - start))
     refs = [_normal(r.text) for r in rows]
+    ref_phones = None
+    if transcriber.alphabet.units == "phones":
+        from .lexicon import spell_references
+
+        ref_phones = spell_references(transcriber.alphabet, refs)
     results = []
     for found in hyps:
         texts = [_normal(found[i][0]) for i in range(len(rows))]
         scores = score_utterances([r.id for r in rows], refs, texts,
                                   [found[i][1] for i in range(len(rows))])
-        results.append((error_rates(refs, texts), scores))
+        rates = error_rates(refs, texts)
+        if ref_phones is not None and any(ref_phones):
+            rates = replace(rates, per=phone_error_rate(
+                ref_phones, [found[i][2] for i in range(len(rows))]))
+        results.append((rates, scores))
     return results
 
 

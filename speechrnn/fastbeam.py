@@ -5,8 +5,9 @@
 ``lm_weight x ln P(word | history) + word_bonus``, the sentence end adds
 ``lm_weight x ln P(</s> | history)``. Differences:
 
-- Words come from a lexicon (the LM's vocabulary spelled in the alphabet): a word outside
-  it is never emitted, where the Python search lets it pay the LM's unknown-word cost.
+- Words come from a lexicon (the LM's vocabulary spelled in the alphabet's units: letters,
+  or each pronunciation in phones): a word outside it is never emitted, where the Python
+  search lets it pay the LM's unknown-word cost.
 - Hypotheses that merge keep the better score (Viterbi) instead of summing, and a partial
   word is scored ahead by the best unigram it can still become (smearing): this changes
   what the beam keeps, not how a finished hypothesis is scored.
@@ -76,38 +77,44 @@ def _quiet_stderr():
 class LexiconBeamSearch:
     """A beam search over one utterance's (T, V) natural-log posteriors -> text, with the
     word LM of ``arpa`` restricted to ``vocabulary`` (words that the alphabet cannot spell
-    are left out); ``options``: beam width, LM weight, word bonus and prune."""
+    are left out); ``options``: beam width, LM weight, word bonus and prune. ``arpa`` None:
+    no LM, the words of ``vocabulary`` alone (how a phone model finds words without one)."""
 
-    def __init__(self, alphabet: Alphabet, arpa: str | Path, vocabulary: Iterable[str],
+    def __init__(self, alphabet: Alphabet, arpa: str | Path | None, vocabulary: Iterable[str],
                  options: DecodingOptions):
         if not available():
             raise MissingDependencyError("the fast beam search needs flashlight-text: "
                                          "pip install flashlight-text")
-        from flashlight.lib.text.decoder import SmearingMode, Trie
+        from flashlight.lib.text.decoder import SmearingMode, Trie, ZeroLM
         from flashlight.lib.text.decoder.kenlm import KenLM
         from flashlight.lib.text.dictionary import Dictionary
 
-        if not Path(arpa).is_file():
+        if arpa is not None and not Path(arpa).is_file():
             raise InputError(f"{arpa}: no such language model file")
         self.alphabet = alphabet
-        self.separator = alphabet.encode(" ")[0]
-        words = sorted({w for w in vocabulary if w and " " not in w and not alphabet.unknown(w)})
+        self.separator = alphabet.separator
+        words = sorted({w for w in vocabulary if alphabet.can_spell(w)})
         if not words:
-            raise InputError("no word of the language model can be spelled in the alphabet")
+            raise InputError(f"no word of the {'language model' if arpa else 'lexicon'} "
+                             f"can be spelled in the model's {alphabet.units}")
         self.words = [UNK, *words]  # index 0: the unknown word (never emitted)
-        try:
-            with _quiet_stderr():
-                self.lm = KenLM(str(arpa), Dictionary(self.words))
-        except RuntimeError as err:
-            raise InputError(f"{arpa}: cannot load the language model ({err})") from None
-        # the lexicon: each word's characters then the separator, so a word ends at a space
-        # (__call__ adds one after the last frame); partial words smeared with the best
-        # unigram log10 probability they can still become
+        if arpa is None:
+            self.lm = ZeroLM()
+        else:
+            try:
+                with _quiet_stderr():
+                    self.lm = KenLM(str(arpa), Dictionary(self.words))
+            except RuntimeError as err:
+                raise InputError(f"{arpa}: cannot load the language model ({err})") from None
+        # the lexicon: each spelling of a word then the separator, so a word ends at a
+        # separator (__call__ adds one after the last frame); partial words smeared with the
+        # best unigram log10 probability they can still become
         self.trie = Trie(alphabet.size, self.separator)
         unigram = self.lm.start(True)
         for index, word in enumerate(words, start=1):
-            self.trie.insert(alphabet.encode(word) + [self.separator], index,
-                             self.lm.score(unigram, index)[1])
+            score = self.lm.score(unigram, index)[1]
+            for spelling in alphabet.spellings(word):
+                self.trie.insert(spelling + [self.separator], index, score)
         self.trie.smear(SmearingMode.MAX)
         self.options = options
         self._local = threading.local()

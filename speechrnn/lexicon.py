@@ -10,10 +10,17 @@ dropped silently.
 Saved as ``lexicon.txt``, a pronunciation a line, ``word<TAB>PH PH PH`` (what Kaldi and
 flashlight-text's lexicon decoder read), with ``lexicon.json`` beside it: where the
 spellings came from (coverage), the words generated and the words missing.
+
+A phone model (``model.units: phones``) predicts :class:`PhoneAlphabet`'s labels: the 39
+phones and ``|`` between words. Its transcripts are spelled with each word's first
+pronunciation; the decoder's lexicon holds them all. The lexicon of a recipe
+(:func:`recipe_lexicon`) covers its training and dev transcripts and its LM text, and is
+saved with the model beside ``alphabet.json`` (:func:`load_units` reads both back).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -25,7 +32,8 @@ from pathlib import Path
 
 from .errors import InputError, NotFoundError
 from .files import atomic_write_text
-from .lm import source_sentences
+from .lm import source_sentences, source_stamps
+from .text import Alphabet, TextError
 
 PHONES = tuple("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R "
                "S SH T TH UH UW V W Y Z ZH".split())
@@ -48,6 +56,8 @@ _IPA = {
 _IPA_SILENT = set("ˈˌːˑ.-_ \u0303\u0361\u035c")  # \u0303: nasalised (frisson)
 _SYLLABIC = "\u0329"  # n̩, l̩: a vowel before the consonant (CMUdict: AH N, AH L)
 _ESPEAK_CHUNK = 2000  # words per espeak-ng call
+WORD_SEPARATOR = "|"  # the label between the words of a phone transcript
+LEXICON_FILE = "lexicon.txt"  # beside a phone model's alphabet.json
 
 
 class LexiconError(InputError):
@@ -241,3 +251,188 @@ def source_words(manifests: Iterable[str | Path] = (),
     ``.gz`` too), with their counts, most frequent first."""
     count = Counter(w for words in source_sentences(manifests, text_files) for w in words)
     return dict(count.most_common())
+
+
+class PhoneAlphabet(Alphabet):
+    """The units of a phone model: label 0 the blank, 1 the word separator ``|``, then the
+    39 phones; words are spelled by ``lexicon`` (a transcript by each word's first
+    pronunciation, the decoder's lexicon by all of them). See :class:`Alphabet`."""
+
+    units = "phones"
+
+    def __init__(self, lexicon: Lexicon):
+        self.lexicon = lexicon
+        self._symbols = (WORD_SEPARATOR, *PHONES)
+        self._index = {p: i + 1 for i, p in enumerate(self._symbols)}
+        self.characters = None  # not spelled in characters
+        self._key = None
+
+    @property
+    def size(self) -> int:
+        return len(self._symbols) + 1
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self._symbols
+
+    @property
+    def separator(self) -> int:
+        return self._index[WORD_SEPARATOR]
+
+    @property
+    def key(self) -> str:
+        """``phones:`` and a digest of the lexicon's pronunciations: another lexicon spells
+        some transcript otherwise, so its labels (and shards) differ."""
+        if self._key is None:
+            h = hashlib.sha256()
+            for word in sorted(self.lexicon.pronunciations):
+                for phones in self.lexicon.pronunciations[word]:
+                    h.update(f"{word}\t{' '.join(phones)}\n".encode())
+            self._key = "phones:" + h.hexdigest()[:16]
+        return self._key
+
+    def unknown(self, text: str) -> set[str]:
+        """The words of ``text`` the lexicon has no pronunciation for."""
+        return {w for w in text.split() if w not in self.lexicon}
+
+    def spellings(self, word: str) -> list[list[int]]:
+        try:
+            return [[self._index[p] for p in phones]
+                    for phones in self.lexicon.pronunciations[word]]
+        except KeyError:
+            raise TextError(f"no pronunciation for {word!r} in the lexicon") from None
+
+    def can_spell(self, word: str) -> bool:
+        return word in self.lexicon
+
+    def encode(self, text: str) -> list[int]:
+        """A transcript's labels: each word's first pronunciation, ``|`` between words."""
+        bad = [w for w in dict.fromkeys(text.split()) if w not in self.lexicon]
+        if bad:
+            raise TextError("no pronunciation in the lexicon for " +
+                            ", ".join(repr(w) for w in bad))
+        labels: list[int] = []
+        for word in text.split():
+            if labels:
+                labels.append(self.separator)
+            labels += self.spellings(word)[0]
+        return labels
+
+    def decode(self, ids) -> str:
+        """Labels -> phones separated by spaces, ``|`` between words."""
+        return " ".join(self._symbols[i - 1] for i in ids if 0 < i <= len(self._symbols))
+
+    def to_json(self) -> str:
+        return json.dumps({"units": self.units, "symbols": list(self._symbols),
+                           "blank": self.blank, "lexicon": LEXICON_FILE,
+                           "lexicon_key": self.key})
+
+    def save(self, path: str | Path) -> None:
+        """``path`` (alphabet.json) and the lexicon beside it (lexicon.txt, .json)."""
+        self.lexicon.save(Path(path).parent / LEXICON_FILE)
+        atomic_write_text(path, self.to_json() + "\n")
+
+    def __repr__(self) -> str:
+        return f"PhoneAlphabet({len(self.lexicon)} words)"
+
+
+def phones_only(text: str) -> str:
+    """A phone transcript without its word separators: what phone error rates compare."""
+    return " ".join(p for p in text.split() if p != WORD_SEPARATOR)
+
+
+def spell_references(alphabet: PhoneAlphabet, texts: list[str]) -> list[str]:
+    """Reference transcripts in phones for scoring (:func:`speechrnn.evaluate.
+    phone_error_rate`): the lexicon's first pronunciations, espeak-ng's for the words it
+    lacks (for scoring only: the decoder never learns them); "" for a transcript with a
+    word neither can spell, or when espeak-ng is not installed."""
+    lexicon = alphabet.lexicon
+    lacking = [w for w in dict.fromkeys(w for t in texts for w in t.split())
+               if w not in lexicon]
+    extra: dict = {}
+    if lacking:
+        try:
+            extra = build_lexicon(lacking).pronunciations
+        except InputError:
+            extra = {}
+    spelled = PhoneAlphabet(Lexicon({**lexicon.pronunciations, **extra}))
+    return [spelled.decode(spelled.encode(t)) if not spelled.unknown(t) else ""
+            for t in texts]
+
+
+def load_units(path: str | Path) -> Alphabet:
+    """The units saved in ``path`` (a model's alphabet.json): an :class:`Alphabet`, or a
+    :class:`PhoneAlphabet` with the lexicon saved beside it, checked against them."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read the model's units ({err})") from None
+    units = meta.get("units", "chars")
+    if units == "chars":
+        return Alphabet.from_json(json.dumps(meta))
+    if units != "phones":
+        raise InputError(f"{path}: units {units!r} are not chars or phones")
+    if tuple(meta.get("symbols", ())) != (WORD_SEPARATOR, *PHONES):
+        raise LexiconError(f"{path}: its phone set is not this version's "
+                           f"({WORD_SEPARATOR} and the 39 ARPAbet phones)")
+    lexicon_path = path.parent / meta.get("lexicon", LEXICON_FILE)
+    if not lexicon_path.is_file():
+        raise LexiconError(f"{path}: a phone model needs its lexicon, and there is no "
+                           f"{lexicon_path}")
+    alphabet = PhoneAlphabet(Lexicon.load(lexicon_path))
+    if meta.get("lexicon_key") not in (None, alphabet.key):
+        raise LexiconError(f"{lexicon_path} does not match the model's units: it spells "
+                           f"words otherwise than the lexicon the model was trained with "
+                           f"({alphabet.key} vs {meta['lexicon_key']})")
+    return alphabet
+
+
+def recipe_words(cfg, corpora: str | Path | None = None) -> tuple[list[Path], dict[str, int]]:
+    """The files a recipe's words come from (its training and dev manifests, its
+    ``eval.lm_text``) and those words with their counts (:func:`source_words`)."""
+    from .corpora import resolve_source
+
+    sources = [*cfg.data.training_manifests(), cfg.data.manifest("dev"),
+               *(resolve_source(t, corpora) for t in cfg.eval.lm_text)]
+    manifests = sources[:-len(cfg.eval.lm_text)] if cfg.eval.lm_text else sources
+    return sources, source_words(manifests, sources[len(manifests):])
+
+
+def recipe_lexicon(cfg, corpora: str | Path | None = None,
+                   progress: bool = True) -> Lexicon:
+    """The lexicon of a recipe's phone model: ``model.lexicon`` as it is, or one built for
+    :func:`recipe_words` from CMUdict and espeak-ng, kept in ``<workdir>/lexicon/`` and
+    built again when a source changes. Words left without a pronunciation are printed."""
+    if cfg.model.lexicon:
+        return Lexicon.load(cfg.model.lexicon)
+    sources, words = recipe_words(cfg, corpora)
+    path = cfg.workdir / "lexicon" / LEXICON_FILE
+    stamp = path.with_name("sources.json")
+    settings = {"sources": source_stamps(sources), "dictionary": str(cmudict_path())}
+    try:
+        if json.loads(stamp.read_text()) == json.loads(json.dumps(settings)):
+            return Lexicon.load(path)
+    except (OSError, ValueError, LexiconError):
+        pass
+    if progress:
+        print(f"building the pronunciation lexicon of {len(words)} words (CMUdict, "
+              "espeak-ng for the rest)", flush=True)
+    lexicon = build_lexicon(words)
+    lexicon.save(path)
+    atomic_write_text(stamp, json.dumps(settings, indent=1))
+    if progress:
+        c = lexicon.coverage()
+        print(f"lexicon: {c['in_dictionary']} words from {Path(lexicon.dictionary).name}, "
+              f"{c['generated']} from espeak-ng, {c['missing']} without a pronunciation"
+              + (": " + ", ".join(list(lexicon.missing)[:20]) if lexicon.missing else ""),
+              flush=True)
+    return lexicon
+
+
+def recipe_units(cfg, corpora: str | Path | None = None,
+                 progress: bool = True) -> Alphabet:
+    """The units a recipe's model predicts (``model.units``)."""
+    if cfg.model.units == "chars":
+        return Alphabet()
+    return PhoneAlphabet(recipe_lexicon(cfg, corpora, progress))

@@ -730,6 +730,19 @@ def _from_json(path: Path) -> WordLM:
     return lm
 
 
+def source_stamps(paths: Iterable[str | Path]) -> list[list]:
+    """Each source file's path, size and modification time: what a model built from them
+    (the LM, the lexicon) is kept with, to be built again when one changes."""
+    stamps = []
+    for path in paths:
+        try:
+            st = Path(path).stat()
+        except OSError as err:
+            raise NotFoundError(f"{path}: cannot read source ({err.strerror})") from None
+        stamps.append([str(path), st.st_size, st.st_mtime_ns])
+    return stamps
+
+
 def recipe_lm(cfg, corpora: str | Path | None = None) -> WordLM | None:
     """The word LM a recipe (a :class:`speechrnn.config.Config`) decodes with: its
     ``eval.lm_arpa`` as it is, or one built from its training transcripts and
@@ -749,16 +762,8 @@ def recipe_lm(cfg, corpora: str | Path | None = None) -> WordLM | None:
         return WordLM.from_sources(manifests, order=ev.lm_order, method=ev.lm_method,
                                    prune=prune)
     texts = [resolve_source(t, corpora) for t in ev.lm_text]
-
-    def stamp(path: Path) -> list:
-        try:
-            st = path.stat()
-        except OSError as err:
-            raise NotFoundError(f"{path}: cannot read LM source ({err.strerror})") from None
-        return [str(path), st.st_size, st.st_mtime_ns]
-
     settings = {"order": ev.lm_order, "method": ev.lm_method, "prune": list(ev.lm_prune),
-                "sources": [stamp(Path(p)) for p in [*manifests, *texts]]}
+                "sources": source_stamps([*manifests, *texts])}
     folder = cfg.workdir / "lm"
     arpa, meta = folder / "lm.arpa", folder / "lm.json"
     try:

@@ -1,7 +1,8 @@
 """Where a trained model lives: the model directory's files, and model URIs.
 
 A model directory holds ``model.json`` (format version, model and feature configuration,
-the LSTM implementation the weights were saved from), ``alphabet.json``,
+the LSTM implementation the weights were saved from), ``alphabet.json`` (the units: a
+phone model's lexicon is ``lexicon.txt`` beside it),
 ``model.weights.h5`` (Keras), ``model.onnx`` (the same network for ONNX Runtime, when
 exported) and ``cmvn.json`` (global CMVN only). Reading its metadata needs neither
 TensorFlow nor ONNX Runtime.
@@ -54,12 +55,16 @@ class ModelFiles:
         return self.model.stride
 
     def differences(self, model: ModelConfig, features: FeatureConfig,
-                    alphabet: Alphabet) -> list[str]:
+                    alphabet: Alphabet | None = None) -> list[str]:
         """What keeps these weights from serving a network of ``model`` on ``features``
-        with ``alphabet``: see :func:`network_differences`."""
+        (see :func:`network_differences`) predicting the labels of ``alphabet`` (None: the
+        characters of a character model; phones fit whatever lexicon spells words)."""
         differ = network_differences(model, features, self.model, self.features)
-        if alphabet.characters != self.alphabet.characters:
-            differ.append(f"alphabet {alphabet.characters!r} vs {self.alphabet.characters!r}")
+        symbols = alphabet.symbols if alphabet is not None else \
+            Alphabet().symbols if model.units == "chars" else self.alphabet.symbols
+        if symbols != self.alphabet.symbols:
+            differ.append(f"labels {''.join(symbols)!r} vs "
+                          f"{''.join(self.alphabet.symbols)!r}")
         return differ
 
     @property
@@ -75,7 +80,7 @@ def network_differences(model: ModelConfig, features: FeatureConfig, other_model
     statistics do not count); empty when they fit."""
     differ = []
     for section, mine, theirs, free in (
-            ("model", model, other_model, ("dropout", "lstm_impl")),
+            ("model", model, other_model, ("dropout", "lstm_impl", "lexicon")),
             ("features", features, other_features, ("cmvn_stats",))):
         theirs = asdict(theirs)
         differ += [f"{section}.{key} {value!r} vs {theirs[key]!r}"
@@ -94,8 +99,10 @@ def read_model_dir(path: str | Path) -> ModelFiles:
     if meta.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: model format {meta.get('format_version')} is not "
                          f"supported (expected {FORMAT_VERSION})")
+    from .lexicon import load_units
+
     return ModelFiles(path, meta, from_dict(FeatureConfig, meta["features"]),
-                      Alphabet.load(path / "alphabet.json"))
+                      load_units(path / "alphabet.json"))
 
 
 def resolve_model(model: str | Path, tracking_uri: str | None = None) -> Path:

@@ -45,16 +45,20 @@ def prepare(cfg: Config, corpora: str | Path | None = None, force: bool = False,
                         ctc_frames_per_second=cfg.ctc_frames_per_second)
 
 
-def features(cfg: Config, workers: int | None = None, progress: bool | None = None) -> dict:
+def features(cfg: Config, workers: int | None = None, progress: bool | None = None,
+             corpora: str | Path | None = None) -> dict:
     """Extract the features of the train and dev manifests (:func:`prepare` them first)
     into TFRecord shards under ``cfg.data.shard_dir()`` (``train``, ``dev``), in ``workers``
     processes (None: every core), unless current shards are there; what training with
     ``batch.source: shards`` streams. Returns ``{"train": ShardIndex, "dev": ShardIndex}``
     (:class:`speechrnn.shards.ShardIndex`: items, hours, files, skipped). Loads no
-    TensorFlow."""
+    TensorFlow. A phone model's lexicon (:func:`speechrnn.lexicon.recipe_lexicon`, its LM
+    text under ``corpora``) spells the labels."""
+    from .lexicon import recipe_units
     from .shards import config_shards
 
-    return config_shards(cfg, workers=workers, progress=progress)
+    return config_shards(cfg, workers=workers, progress=progress,
+                         alphabet=recipe_units(cfg, corpora, progress is not False))
 
 
 def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool | None = None,
@@ -82,7 +86,7 @@ def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool |
                   flush=True)
     track = track and Cluster.from_env().is_chief  # the others never touch the store
     return run(cfg, tracker or make_tracker(cfg, enabled=track), fresh=fresh,
-               progress=progress)
+               progress=progress, corpora=corpora)
 
 
 def recipe_decoding(cfg: Config, method: str = "beam",
@@ -229,7 +233,8 @@ def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
 
         tag = f"{name or Path(manifest).stem}_{decoding.name}"
         log_to_run(run_id, {f"{tag}_{k}": getattr(rates, k) for k in
-                            ("wer", "cer", "substitutions", "deletions", "insertions")},
+                            ("wer", "cer", "substitutions", "deletions", "insertions", "per")
+                            if getattr(rates, k) is not None},
                    report.files, f"evaluation/{tag}")
     return report
 

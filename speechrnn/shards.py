@@ -243,7 +243,7 @@ def shard_digest(rows: Sequence[Utterance], features: FeatureConfig, alphabet: A
         cmvn = {"mean": cmvn.mean.tolist(), "std": cmvn.std.tolist()}
     settings = {k: v for k, v in dataclasses.asdict(features).items() if k != "cmvn_stats"}
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps([FORMAT_VERSION, CACHE_VERSION, settings, alphabet.characters, stride,
+    h.update(json.dumps([FORMAT_VERSION, CACHE_VERSION, settings, alphabet.key, stride,
                          shard_minutes, cmvn], sort_keys=True).encode())
     for row in rows:
         h.update(json.dumps(dataclasses.astuple(row), ensure_ascii=False).encode() + b"\n")
@@ -383,7 +383,7 @@ class _Task:
     start: int
     rows: tuple[Utterance, ...]
     features: FeatureConfig
-    characters: str
+    alphabet: Alphabet  # the units (a phone alphabet carries its lexicon)
     stride: int
     cache: str | None
     cmvn: CMVN | None
@@ -418,7 +418,7 @@ def _write_shard(task: _Task) -> dict:
     """Extract one shard's rows and write the shard, then its sidecar; its metadata."""
     folder, name = Path(task.folder), shard_name(task.number)
     extractor = FeatureExtractor(task.features, task.cache, cmvn=task.cmvn)
-    alphabet = Alphabet(task.characters)
+    alphabet = task.alphabet
     meta: dict = {"file": name, "rows": [task.start, task.start + len(task.rows)], "items": 0,
                   "seconds": 0.0, "row": [], "frames": [], "labels": [], "skipped": []}
     (folder / shard_name(task.number, ".json")).unlink(missing_ok=True)
@@ -570,7 +570,7 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
     def task(number: int, stats: CMVN | None) -> _Task:
         start, stop = spans[number]
         return _Task(number, str(folder), start, tuple(rows[start:stop]), features,
-                     alphabet.characters, stride, cache, stats, digest)
+                     alphabet, stride, cache, stats, digest)
 
     if computed:
         cmvn = _global_stats(folder, [task(k, None) for k in range(len(spans))], digest,
@@ -597,7 +597,7 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
         else:
             cmvn.save(folder / "cmvn.json")
     meta = {"version": FORMAT_VERSION, "digest": digest,
-            "features": dataclasses.asdict(features), "alphabet": alphabet.characters,
+            "features": dataclasses.asdict(features), "alphabet": alphabet.key,
             "stride": stride, "shard_minutes": shard_minutes,
             "n_features": features.n_features, "rows": len(rows),
             "items": sum(s["items"] for s in shards),
@@ -618,11 +618,16 @@ def config_shards(cfg: Config, rows: dict[str, list[Utterance]] | None = None,
     (``train``: every training manifest, ``dev``), built when missing or stale. ``rows``:
     the manifests' rows when already read. With global CMVN, dev is normalised with the
     training set's statistics (``features.cmvn_stats``, or computed from the shards).
-    ``build=False``: None unless both sets are there and current."""
+    ``build=False``: None unless both sets are there and current. ``alphabet``: the
+    units the labels are in (None: the recipe's, :func:`speechrnn.lexicon.recipe_units`)."""
     if rows is None:
         rows = {"train": [r for p in cfg.data.training_manifests() for r in read_manifest(p)],
                 "dev": read_manifest(cfg.data.manifest("dev"))}
-    common = {"features": cfg.features, "alphabet": alphabet or Alphabet(),
+    if alphabet is None:
+        from .lexicon import recipe_units
+
+        alphabet = recipe_units(cfg, progress=progress is not False)
+    common = {"features": cfg.features, "alphabet": alphabet,
               "stride": cfg.model.stride, "cache": cfg.data.cache or None,
               "shard_minutes": cfg.data.shard_minutes, "workers": workers,
               "progress": progress, "build": build}

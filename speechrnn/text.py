@@ -1,4 +1,4 @@
-"""Transcripts: normalisation and the character alphabet the CTC model predicts.
+"""Transcripts: normalisation and the character alphabet a CTC model predicts.
 
 Normalisation (``normalize_text``), in order:
 
@@ -106,9 +106,17 @@ def normalize_text(text: str, digits: str = "spell") -> str:
 
 
 class Alphabet:
-    """Characters the model predicts. Index 0 is the CTC blank; characters follow from 1."""
+    """The units a CTC model predicts: here characters. Index 0 is the CTC blank; the
+    characters follow from 1, the space (the word separator) among them.
+
+    Every kind of units (:class:`speechrnn.lexicon.PhoneAlphabet` spells words in phones)
+    answers the same questions: ``size``, ``separator``, ``symbols`` (the name of each
+    label from 1), ``key`` (what identifies the units and their spellings), ``encode`` (a
+    transcript -> labels, words joined by the separator), ``spellings`` (a word's label
+    sequences), ``can_spell`` and ``decode`` (labels -> text of units)."""
 
     blank = 0
+    units = "chars"
 
     def __init__(self, characters: str = DEFAULT_CHARACTERS):
         if len(set(characters)) != len(characters):
@@ -123,6 +131,19 @@ class Alphabet:
         """Output classes including the blank."""
         return len(self.characters) + 1
 
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self.characters)
+
+    @property
+    def separator(self) -> int:
+        """The label between words."""
+        return self._index[" "]
+
+    @property
+    def key(self) -> str:
+        return self.characters
+
     def unknown(self, text: str) -> set[str]:
         return {ch for ch in text if ch not in self._index}
 
@@ -131,6 +152,13 @@ class Alphabet:
         if bad:
             raise TextError(f"characters outside the alphabet: {''.join(sorted(bad))!r}")
         return [self._index[ch] for ch in text]
+
+    def spellings(self, word: str) -> list[list[int]]:
+        """The label sequences of ``word`` (one: its characters)."""
+        return [self.encode(word)]
+
+    def can_spell(self, word: str) -> bool:
+        return bool(word) and " " not in word and not self.unknown(word)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Label ids to text; the blank (and any padding below 1) is dropped."""
@@ -145,9 +173,13 @@ class Alphabet:
         obj = json.loads(data)
         if obj.get("blank", 0) != cls.blank:
             raise ValueError("only blank index 0 is supported")
+        if obj.get("units", "chars") != "chars":
+            raise ValueError(f"units {obj['units']!r} need their lexicon: "
+                             "speechrnn.lexicon.load_units reads them")
         return cls(obj["characters"])
 
     def save(self, path: str | Path) -> None:
+        """``path`` (alphabet.json)."""
         atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
@@ -155,7 +187,10 @@ class Alphabet:
         return cls.from_json(Path(path).read_text())
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Alphabet) and other.characters == self.characters
+        return type(other) is type(self) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     def __repr__(self) -> str:
         return f"Alphabet({self.characters!r})"

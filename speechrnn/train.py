@@ -44,6 +44,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,11 +62,12 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError, dump_yaml, flatten
 from .dataset import Examples, load_examples, make_dataset
-from .decoding import Decoding, beam_search, greedy_batch
+from .decoding import Decoding, beam_search, decode_text, greedy_batch
 from .errors import InputError, NotFoundError
-from .evaluate import error_rates, score_utterances
+from .evaluate import ErrorRates, error_rates, phone_error_rate, score_utterances
 from .features import CMVN, FeatureExtractor
 from .files import atomic_write_text, replace_dir
+from .lexicon import recipe_units
 from .manifest import read_manifest
 from .progress import progress_bar
 from .report import write_error_analysis, write_utterances, write_word_errors
@@ -159,7 +161,7 @@ def mix_tsv(mix: list[dict]) -> str:
 
 
 def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
-              wait_minutes: float = 120.0) -> TrainingData:
+              wait_minutes: float = 120.0, corpora=None) -> TrainingData:
     """Features and labels of the training manifests and the dev manifest; unusable
     utterances are reported (one line each) and skipped.
 
@@ -171,9 +173,11 @@ def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
     Each training item carries the sampling weight of its manifest
     (:meth:`~speechrnn.config.DataConfig.training_sets`; ``weights`` of the training
     Examples or ShardIndex, None when every weight is 1.0). The mix (:func:`training_mix`)
-    is printed once, by the chief.
+    is printed once, by the chief. Labels are in the recipe's units
+    (:func:`speechrnn.lexicon.recipe_units`: a phone model's lexicon covers the training
+    and dev transcripts and ``eval.lm_text``, found under ``corpora``).
     """
-    alphabet = Alphabet()
+    alphabet = recipe_units(cfg, corpora, progress=build)
     sets = [(path, weight, read_manifest(path)) for path, weight in cfg.data.training_sets()]
     train_rows = [row for _, _, rows in sets for row in rows]
     weights = np.concatenate([np.full(len(rows), weight, np.float64)
@@ -398,37 +402,57 @@ class Steps:
 # --------------------------------------------------------------------------- dev scores
 
 
-def dev_decoding(cfg: Config) -> Decoding:
+def dev_decoding(cfg: Config, corpora=None) -> Decoding:
     """How dev WER (model selection) decodes: ``train.dev_decoder``, with the recipe's beam
     options and word LM for beam search."""
-    return Decoding.for_recipe(cfg, cfg.train.dev_decoder)
+    return Decoding.for_recipe(cfg, cfg.train.dev_decoder, corpora)
+
+
+class DevScores(NamedTuple):
+    loss: float  # mean CTC loss
+    rates: ErrorRates  # as the dev decoding decodes
+    table: list  # an UtteranceScore per utterance
+    greedy: ErrorRates | None  # a character model's greedy rates beside beam search's
+    per: float | None  # a phone model's phone error rate (best path, separators aside)
 
 
 def evaluate_examples(steps: Steps, examples: Examples, cfg: Config, alphabet: Alphabet,
-                      decoding: Decoding | None = None):
+                      decoding: Decoding | None = None) -> DevScores:
     """Dev loss, WER/CER and an :class:`UtteranceScore` per utterance, decoded as
-    ``decoding`` says; with beam search also the greedy rates (else None)."""
+    ``decoding`` says; with beam search also the greedy rates of a character model. A phone
+    model's words come from its lexicon search (:func:`speechrnn.decoding.decode_text`),
+    and its best paths give the phone error rate against the transcripts' labels."""
     decoding = decoding or Decoding()
+    chars = alphabet.units == "chars"
     greedy: list[str] = [""] * len(examples)
     beam = decoding.options.method == "beam"
-    hyps = [""] * len(examples) if beam else greedy
+    hyps = [""] * len(examples) if beam or not chars else greedy
+    ref_units = [""] * len(examples)
     loss_sum = 0.0
     for batch in make_dataset(examples, cfg.batch, training=False):
         log_probs, losses = steps.evaluate(batch["features"], batch["feature_lengths"],
                                            batch["labels"], batch["label_lengths"])
         log_probs = log_probs.numpy()
         lengths = steps.model.output_lengths(batch["feature_lengths"]).numpy()
+        labels, label_lengths = batch["labels"].numpy(), batch["label_lengths"].numpy()
         for j, (i, text) in enumerate(zip(batch["index"].numpy(),
                                           greedy_batch(log_probs, lengths, alphabet))):
             greedy[int(i)] = text
-            if beam:
+            if not chars:
+                ref_units[int(i)] = alphabet.decode(labels[j, :label_lengths[j]])
+                hyps[int(i)] = decode_text(log_probs[j, :lengths[j]], alphabet,
+                                           decoding.options, decoding.lm)
+            elif beam:
                 hyps[int(i)] = beam_search(log_probs[j, :lengths[j]], alphabet,
                                            decoding.options, decoding.lm)
         loss_sum += float(np.sum(losses.numpy()))
     refs = [r.text for r in examples.rows]
     rates = error_rates(refs, hyps)
-    return loss_sum / len(examples), rates, score_utterances(
-        [r.id for r in examples.rows], refs, hyps), error_rates(refs, greedy) if beam else None
+    return DevScores(
+        loss_sum / len(examples), rates,
+        score_utterances([r.id for r in examples.rows], refs, hyps),
+        error_rates(refs, greedy) if beam and chars else None,
+        None if chars else phone_error_rate(ref_units, greedy))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -520,8 +544,8 @@ def evaluate_epoch(job: Job, state: TrainState, part: dict) -> tuple[dict, bool]
     """Score the epoch on dev (with the averaged weights, if any) and keep it if it is the
     best so far; return its metrics and whether it was kept."""
     with job.steps.averaged():  # dev scores and the kept model: averaged weights
-        dev_loss, rates, table, greedy = evaluate_examples(job.steps, job.data.dev, job.cfg,
-                                                           job.data.alphabet, job.decoding)
+        dev_loss, rates, table, greedy, per = evaluate_examples(
+            job.steps, job.data.dev, job.cfg, job.data.alphabet, job.decoding)
         metrics = {
             "train_loss": part["loss"] / max(part["items"], 1), "dev_loss": dev_loss,
             "dev_wer": rates.wer, "dev_cer": rates.cer,
@@ -532,6 +556,8 @@ def evaluate_epoch(job: Job, state: TrainState, part: dict) -> tuple[dict, bool]
         }
         if greedy is not None:
             metrics.update(dev_wer_greedy=greedy.wer, dev_cer_greedy=greedy.cer)
+        if per is not None:
+            metrics["dev_per"] = per
         better = keep_if_best(job, state, rates, dev_loss, table)
     state.history.append({"epoch": state.epoch, **metrics})
     return metrics, better
@@ -609,6 +635,7 @@ def print_epoch(epoch: int, metrics: dict, better: bool) -> None:
           f"{metrics['dev_loss']:.3f}  dev WER {100 * metrics['dev_wer']:5.1f}%  CER "
           f"{100 * metrics['dev_cer']:5.1f}%"
           + (f" (greedy {100 * greedy:.1f}%)" if greedy is not None else "")
+          + (f"  PER {100 * metrics['dev_per']:5.1f}%" if "dev_per" in metrics else "")
           + f"  {metrics['train_audio_s_per_s']:.0f} audio-s/s{'  *' if better else ''}",
           flush=True)
 
@@ -631,6 +658,9 @@ def start_tracking(job: Job, state: TrainState) -> None:
     tracker.log_dataset(f"{cfg.name}-dev", cfg.data.manifest("dev"), rows["dev"], "dev")
     tracker.log_text(dump_yaml(cfg), "config.yaml")
     tracker.log_text(data.alphabet.to_json() + "\n", "alphabet.json")
+    if data.alphabet.units == "phones":  # where the spellings came from
+        tracker.log_params({f"lexicon.{k}": v
+                            for k, v in data.alphabet.lexicon.coverage().items()})
     if data.mix:
         tracker.log_text(mix_tsv(data.mix), "training_mix.tsv")
     tracker.set_tags({"workdir": str(cfg.workdir.resolve()), "config": cfg.name})
@@ -639,7 +669,8 @@ def start_tracking(job: Job, state: TrainState) -> None:
                          "skipped_utterances.tsv")
 
 
-def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None) -> Job:
+def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None,
+                corpora=None) -> Job:
     """Threads, strategy, the work directory (locked by the chief: one training in it at a
     time), data, model, optimizer and compiled steps."""
     from .distribute import is_chief, make_strategy
@@ -649,7 +680,7 @@ def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None) -> Job
     chief = is_chief(strategy)  # the other workers only read the work directory
     lock = TrainLock(cfg.workdir).acquire() if chief else None
     try:
-        return _build_job(cfg, tracker, fresh, progress, strategy, chief, lock)
+        return _build_job(cfg, tracker, fresh, progress, strategy, chief, lock, corpora)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -657,7 +688,7 @@ def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None) -> Job
 
 
 def _build_job(cfg: Config, tracker, fresh: bool, progress: bool | None, strategy,
-               chief: bool, lock: TrainLock | None) -> Job:
+               chief: bool, lock: TrainLock | None, corpora=None) -> Job:
     import keras
 
     from .distribute import describe
@@ -678,7 +709,7 @@ def _build_job(cfg: Config, tracker, fresh: bool, progress: bool | None, strateg
         check_init_model(cfg, init_model)
     with disk_full(cfg.data.cache or cfg.workdir, "features cached so far are whole and "
                    f"the checkpoints and model in {cfg.workdir} are untouched"):
-        data = load_data(cfg, progress, build=chief)
+        data = load_data(cfg, progress, build=chief, corpora=corpora)
     with strategy.scope():
         model = build_model(cfg.model, cfg.features.n_features, data.alphabet)
     steps_per_epoch = data.steps_per_epoch(cfg.batch)
@@ -691,15 +722,18 @@ def _build_job(cfg: Config, tracker, fresh: bool, progress: bool | None, strateg
                "mixed_precision": cfg.train.mixed_precision}
     return Job(cfg, data, model, steps, Schedule.for_config(cfg, steps_per_epoch),
                steps_per_epoch, checkpoints, tracker if chief else NullTracker(),
-               dev_decoding(cfg), progress, strategy, chief, runtime, lock, init_model)
+               dev_decoding(cfg, corpora), progress, strategy, chief, runtime, lock,
+               init_model)
 
 
-def train(cfg: Config, tracker=None, fresh: bool = False,
-          progress: bool | None = None) -> TrainResult:
-    """Train (or resume training) the model ``cfg`` describes. See the module docstring."""
+def train(cfg: Config, tracker=None, fresh: bool = False, progress: bool | None = None,
+          corpora=None) -> TrainResult:
+    """Train (or resume training) the model ``cfg`` describes. See the module docstring.
+    ``corpora``: the folder the recipe's LM text is found under (a phone model's lexicon
+    covers it; else ``$SPEECHRNN_CORPORA``)."""
     from .tracking import NullTracker
 
-    job = prepare_job(cfg, tracker or NullTracker(), fresh, progress)
+    job = prepare_job(cfg, tracker or NullTracker(), fresh, progress, corpora)
     try:
         return run_epochs(job)
     finally:
@@ -761,7 +795,7 @@ def check_init_model(cfg: Config, path: Path) -> None:
     """Refuse a starting model that does not fit ``cfg``, before any data is loaded."""
     from .model_dir import read_model_dir
 
-    differ = read_model_dir(path).differences(cfg.model, cfg.features, Alphabet())
+    differ = read_model_dir(path).differences(cfg.model, cfg.features)
     if differ:
         raise ConfigError(f"train.init_from {cfg.train.init_from} ({path}): not the network "
                           f"this config trains (this config vs that model: {'; '.join(differ)})")

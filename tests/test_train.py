@@ -363,12 +363,12 @@ def test_dev_wer_with_beam_search_and_the_training_transcripts_lm():
                         features=[np.zeros((len(spelled), 39), np.float32)],
                         labels=[np.array(alphabet.encode("two"), np.int32)])
     train_texts = ["two one", "one two", "two"]
-    _, rates, _, extra = evaluate_examples(Fake, examples, Config(), alphabet, Decoding())
-    assert rates.wer == 2.0 and extra is None  # "tw o": one substitution, one insertion
+    _, rates, _, extra, per = evaluate_examples(Fake, examples, Config(), alphabet, Decoding())
+    assert rates.wer == 2.0 and extra is None and per is None  # "tw o": a sub. and an ins.
     cfg = Config(train=TrainConfig(dev_decoder="beam"),
                  eval=EvalConfig(lm_order=1, lm_weight=2.0, word_bonus=0.0))
     beam = Decoding(DecodingOptions.from_eval(cfg.eval), WordLM.from_texts(train_texts, 1))
-    _, rates, table, greedy = evaluate_examples(Fake, examples, cfg, alphabet, beam)
+    _, rates, table, greedy, _ = evaluate_examples(Fake, examples, cfg, alphabet, beam)
     assert rates.wer == 0.0 and table[0].hypothesis == "two" and greedy.wer == 2.0
 
 

@@ -58,7 +58,7 @@ def model_card(model: str, transcriber: Transcriber, limits, record: dict) -> di
     decoding = Decoding(transcriber.options, transcriber.lm)
     units = transcriber.meta.get("model", {}).get("units", "chars")
     return {"model": model, **record,
-            "units": UNITS.get(units, units), "vocabulary": len(transcriber.alphabet.characters),
+            "units": UNITS.get(units, units), "vocabulary": len(transcriber.alphabet.symbols),
             "decoding": decoding.describe(), "decoding_name": decoding.name,
             "backend": transcriber.backend, "formats": list(FORMATS),
             "limits": {"max_request_mb": limits.max_request_mb,
