@@ -317,6 +317,9 @@ def config_digest(cfg: Config) -> str:
             keep.pop(key, None)
     if keep.get("model.units") == "chars":
         del keep["model.units"]
+    if not keep.get("model.aux_ctc.units"):
+        for key in ("units", "layer", "weight"):
+            keep.pop(f"model.aux_ctc.{key}", None)
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     for path in (*cfg.data.training_manifests(), cfg.data.manifest("dev")):
         h.update(path.read_bytes())

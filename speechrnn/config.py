@@ -107,6 +107,24 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class AuxCTCConfig:
+    """A second CTC head on a lower BiLSTM layer, trained beside the main one in other units
+    (hierarchical CTC): phones under a character model, or characters under a phone model.
+    Training only: inference and the export use the main head."""
+
+    units: str = ""  # "": none | chars | phones (not the main head's)
+    layer: int = 1  # the BiLSTM layer (1 = the lowest) whose output it reads
+    weight: float = 0.3  # loss = (1 - weight) x main CTC + weight x this CTC
+
+    def __post_init__(self):
+        if self.units not in ("", "chars", "phones"):
+            raise ConfigError(f"model.aux_ctc.units must be chars|phones (or empty), "
+                              f"not {self.units!r}")
+        if self.units and not 0 < self.weight < 1:
+            raise ConfigError("model.aux_ctc.weight must be in (0, 1)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Conv1D subsampling front end + bidirectional LSTM stack + dense CTC head."""
 
@@ -127,12 +145,20 @@ class ModelConfig:
     # a phone model's lexicon (lexicon.txt, from `speechrnn lexicon`); "": built from the
     # recipe's transcripts and eval.lm_text with CMUdict and espeak-ng
     lexicon: str = ""
+    aux_ctc: AuxCTCConfig = AuxCTCConfig()
 
     def __post_init__(self):
         if self.units not in ("chars", "phones"):
             raise ConfigError(f"model.units must be chars|phones, not {self.units!r}")
-        if self.lexicon and self.units != "phones":
-            raise ConfigError("model.lexicon is for model.units: phones")
+        if self.lexicon and "phones" not in (self.units, self.aux_ctc.units):
+            raise ConfigError("model.lexicon is for phone units (model.units or "
+                              "model.aux_ctc.units: phones)")
+        if self.aux_ctc.units == self.units:
+            raise ConfigError(f"model.aux_ctc.units must differ from model.units "
+                              f"({self.units})")
+        if self.aux_ctc.units and not 1 <= self.aux_ctc.layer <= self.lstm_layers:
+            raise ConfigError(f"model.aux_ctc.layer must be 1-{self.lstm_layers} (a BiLSTM "
+                              f"layer), not {self.aux_ctc.layer}")
         if self.lstm_impl not in ("auto", "scan", "keras"):
             raise ConfigError(f"model.lstm_impl must be auto|scan|keras, not {self.lstm_impl!r}")
         if not 1 <= self.subsampling <= 4:

@@ -2,8 +2,10 @@
 
 Each batch is a dict of ``features`` (B, T, F) float32, ``feature_lengths`` (B,),
 ``labels`` (B, L) int32 padded with the blank (0), ``label_lengths`` (B,) and ``index``
-(B,): the row each item came from. Lengths are the true, unpadded ones; every later
-stage uses them so that padding never changes a result.
+(B,): the row each item came from; with auxiliary labels (a model with ``aux_ctc``: the
+transcript in its other units) also ``aux_labels`` and ``aux_label_lengths``. Lengths are
+the true, unpadded ones; every later stage uses them so that padding never changes a
+result.
 
 Two sources (``batch.source``) give the same items: under the same ``index`` the same
 features, labels, lengths and augmentation; only the order in which they come differs.
@@ -73,6 +75,7 @@ class Examples:
     subsampling: int = 1  # the model's time stride: what CTC's frame count is divided by
     # each item's sampling weight in training (see epoch_counts); None: every item 1.0
     weights: np.ndarray | None = None
+    aux_labels: list[np.ndarray] | None = None  # in the auxiliary head's units
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -84,16 +87,17 @@ class Examples:
 
 def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: Alphabet,
                   subsampling: int = 1, workers: int = 2, progress: bool | None = None,
-                  desc: str = "features", weights=None) -> Examples:
+                  desc: str = "features", weights=None, aux: Alphabet | None = None) -> Examples:
     """Extract (or read cached) features for ``rows``; report and skip the unusable ones:
     unreadable or silent audio, text outside the alphabet, transcripts longer than CTC
-    allows. ``weights``: each row's sampling weight in training (None: all 1.0)."""
+    allows. ``weights``: each row's sampling weight in training (None: all 1.0). ``aux``:
+    the units of auxiliary labels to spell the transcripts in too."""
 
     mfcc_utterance = isinstance(extractor, FeatureExtractor) and \
         extractor.config.cmvn == "utterance"
 
     def one(row: Utterance):
-        return example_item(row, extractor, alphabet, subsampling)
+        return example_item(row, extractor, alphabet, subsampling, aux)
 
     results, errors = parallel_map(one, rows, workers, desc, (AudioError, TextError), progress)
     skipped = []
@@ -108,7 +112,8 @@ def load_examples(rows: list[Utterance], extractor: FeatureExtractor, alphabet: 
                     feature_config=extractor.config if mfcc_utterance else None,
                     subsampling=subsampling,
                     weights=None if weights is None else
-                    np.asarray(weights, np.float64)[np.asarray(kept, np.int64)])
+                    np.asarray(weights, np.float64)[np.asarray(kept, np.int64)],
+                    aux_labels=None if aux is None else [results[i][3] for i in kept])
 
 
 def spec_augment(features: tf.Tensor, length: tf.Tensor, cfg: SpecAugmentConfig,
@@ -207,11 +212,18 @@ def _tensors(examples: Examples) -> dict[str, tf.Tensor]:
             "feature_lengths": tf.constant(feat_lengths),
             "label_lengths": tf.constant(label_lengths),
         }
-        cached["min_frames"] = tf.constant(
-            [ctc_min_frames(x.tolist()) * examples.subsampling for x in examples.labels],
-            tf.int32)
+        aux = examples.aux_labels or [np.zeros(0, np.int32)] * len(examples.labels)
+        cached["min_frames"] = tf.constant(  # both heads' transcripts must fit
+            [max(ctc_min_frames(x.tolist()), ctc_min_frames(y.tolist())) * examples.subsampling
+             for x, y in zip(examples.labels, aux)], tf.int32)
         if examples.scales is not None:
             cached["scales"] = tf.constant(np.stack(examples.scales).astype(np.float32))
+        if examples.aux_labels is not None:
+            aux_lengths = np.array([len(x) for x in examples.aux_labels], dtype=np.int32)
+            cached["aux_labels"] = tf.constant(
+                np.concatenate(examples.aux_labels).astype(np.int32))
+            cached["aux_starts"] = tf.constant(np.cumsum(aux_lengths) - aux_lengths, tf.int32)
+            cached["aux_lengths"] = tf.constant(aux_lengths)
         examples._tensors = cached
     return cached
 
@@ -279,6 +291,7 @@ def epoch_order(n: int, seed: int, epoch: int, weights=None) -> np.ndarray:
 
 
 BATCH_KEYS = ("features", "labels", "feature_lengths", "label_lengths", "index")
+AUX_KEYS = ("aux_labels", "aux_label_lengths")  # with auxiliary labels
 SHARDS_AT_ONCE = 16  # shard files a training epoch reads from at a time (interleaved)
 COPY_SALT = 1 << 20  # folded into the augmentation seed with a copy's number
 
@@ -338,6 +351,11 @@ def _batches(ds: tf.data.Dataset, lengths, config: BatchConfig, n_features: int,
               "label_lengths": [], "index": []}
     padding = {"features": 0.0, "labels": 0, "feature_lengths": 0, "label_lengths": 0,
                "index": 0}
+    keys = BATCH_KEYS
+    if AUX_KEYS[0] in ds.element_spec:
+        keys = BATCH_KEYS + AUX_KEYS
+        shapes.update(aux_labels=[None], aux_label_lengths=[])
+        padding.update(aux_labels=0, aux_label_lengths=0)
     if key not in shapes:
         shapes[key], padding[key] = [], 0
     if sorted_items is None:
@@ -359,8 +377,8 @@ def _batches(ds: tf.data.Dataset, lengths, config: BatchConfig, n_features: int,
             reduce_func=lambda b, items: items.map(lambda e, _: e).padded_batch(
                 config.batch_size, shapes, padding),
             window_size_func=lambda b: sizes[b])
-    if key not in BATCH_KEYS:
-        ds = ds.map(lambda b: {k: b[k] for k in BATCH_KEYS})
+    if key not in keys:
+        ds = ds.map(lambda b: {k: b[k] for k in keys})
     return ds.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
 
 
@@ -399,10 +417,16 @@ def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchCon
     def element(i, copy):
         f0, l0 = t["feature_starts"][i], t["label_starts"][i]
         n, m = t["feature_lengths"][i], t["label_lengths"][i]
-        return {"features": t["features"][f0:f0 + n], "labels": t["labels"][l0:l0 + m],
-                "feature_lengths": n, "label_lengths": m, "index": i, "copy": copy}
+        e = {"features": t["features"][f0:f0 + n], "labels": t["labels"][l0:l0 + m],
+             "feature_lengths": n, "label_lengths": m, "index": i, "copy": copy}
+        if aux:
+            a0, k = t["aux_starts"][i], t["aux_lengths"][i]
+            e.update(aux_labels=t["aux_labels"][a0:a0 + k], aux_label_lengths=k)
+        return e
 
     lengths = [len(f) for f in examples.features]
+    aux = training and examples.aux_labels is not None  # what training's auxiliary head learns
+    keys = BATCH_KEYS + AUX_KEYS if aux else BATCH_KEYS
     sortagrad = training and config.sortagrad and epoch == 0  # the first epoch shortest first
     if training:
         order, copies = epoch_items(len(examples), seed, epoch, examples.weights,
@@ -418,7 +442,7 @@ def make_dataset(examples: Examples | ShardIndex, config: BatchConfig = BatchCon
             lambda e: t["min_frames"][e["index"]])
         if augment is not None:
             ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda e: {k: e[k] for k in BATCH_KEYS})
+    ds = ds.map(lambda e: {k: e[k] for k in keys})
     return _batches(ds, lengths, config, n_feat, weights=examples.weights,
                     sorted_items=order if sortagrad else None)
 
@@ -453,12 +477,15 @@ def _records(index: ShardIndex, order: np.ndarray, cycle: int, passes=None,
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _record_parser(index: ShardIndex):
+def _record_parser(index: ShardIndex, aux: bool = False):
     """Serialised record -> an item: the batch fields, ``frames`` (its length as
-    extracted), ``min_frames`` (what CTC needs: tempo's floor) and ``scale`` (VTLP)."""
+    extracted), ``min_frames`` (what CTC needs: tempo's floor) and ``scale`` (VTLP);
+    ``aux``: the auxiliary labels too."""
     n_features, stride, scales = index.n_features, index.subsampling, index.has_scales
     spec = {"features": tf.io.FixedLenFeature([], tf.string),
             "labels": tf.io.VarLenFeature(tf.int64)}
+    if aux:
+        spec["aux_labels"] = tf.io.VarLenFeature(tf.int64)
     if scales:
         spec["scale"] = tf.io.FixedLenFeature([], tf.string)
 
@@ -473,6 +500,12 @@ def _record_parser(index: ShardIndex):
              "copy": copy, "frames": n, "min_frames": (tf.size(labels) + repeats) * stride}
         if scales:
             e["scale"] = tf.reshape(tf.io.decode_raw(x["scale"], tf.float32), [n_features])
+        if aux:
+            aux_labels = tf.cast(tf.sparse.to_dense(x["aux_labels"]), tf.int32)
+            e.update(aux_labels=aux_labels, aux_label_lengths=tf.shape(aux_labels)[0])
+            repeats = tf.reduce_sum(tf.cast(aux_labels[1:] == aux_labels[:-1], tf.int32))
+            e["min_frames"] = tf.maximum(e["min_frames"],
+                                         (tf.size(aux_labels) + repeats) * stride)
         return e
 
     return parse
@@ -512,14 +545,16 @@ def _stream(index: ShardIndex, config: BatchConfig, training: bool, seed: int,
     if training:
         ds = ds.shuffle(max(1, config.shuffle_buffer), seed=_shuffle_seed(seed, epoch),
                         reshuffle_each_iteration=False)
-    ds = ds.map(_record_parser(index), num_parallel_calls=tf.data.AUTOTUNE)
+    aux = training and index.has_aux
+    ds = ds.map(_record_parser(index, aux), num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         augment = augmentation(config, seed, epoch, index.feature_config,
                                (lambda e: e["scale"]) if index.has_scales else None,
                                lambda e: e["min_frames"])
         if augment is not None:
             ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda e: {k: e[k] for k in (*BATCH_KEYS, "frames")})
+    ds = ds.map(lambda e: {k: e[k] for k in (*BATCH_KEYS, *(AUX_KEYS if aux else ()),
+                                             "frames")})
     return _batches(ds, index.frames, config, index.n_features, key="frames",
                     weights=index.weights)
 

@@ -430,9 +430,15 @@ def recipe_lexicon(cfg, corpora: str | Path | None = None,
     return lexicon
 
 
-def recipe_units(cfg, corpora: str | Path | None = None,
-                 progress: bool = True) -> Alphabet:
-    """The units a recipe's model predicts (``model.units``)."""
-    if cfg.model.units == "chars":
+def recipe_units(cfg, corpora: str | Path | None = None, progress: bool = True,
+                 units: str | None = None) -> Alphabet:
+    """The units a recipe's model predicts: ``units`` (chars or phones; None: the main
+    head's, ``model.units``)."""
+    if (units or cfg.model.units) == "chars":
         return Alphabet()
     return PhoneAlphabet(recipe_lexicon(cfg, corpora, progress))
+
+
+def units_size(units: str) -> int:
+    """Output classes (blank included) of a CTC head over ``units`` (chars or phones)."""
+    return Alphabet().size if units == "chars" else len(PHONES) + 2

@@ -41,6 +41,7 @@ from keras import layers
 
 from .config import FeatureConfig, ModelConfig, from_dict
 from .files import check_space, replace_dir
+from .lexicon import units_size
 from .model_dir import FORMAT_VERSION, read_model_dir
 from .text import Alphabet
 
@@ -194,24 +195,35 @@ class AcousticModel(keras.Model):
         self.dropout = layers.Dropout(config.dropout)
         # float32 under mixed precision too: the log-softmax and the CTC loss need its range
         self.head = layers.Dense(vocab_size, name="ctc_head", dtype="float32")
+        aux = config.aux_ctc
+        self.aux_head = layers.Dense(units_size(aux.units), name="aux_ctc_head",
+                                     dtype="float32") if aux.units else None
 
     def output_lengths(self, lengths):
         """Valid output frames for input lengths (``ModelConfig.output_frames``)."""
         return self.config.output_frames(tf.cast(lengths, tf.int32))
 
-    def call(self, features, lengths, training=False):
+    def call(self, features, lengths, training=False, aux=False):
+        """Log-probabilities of the main head; ``aux`` (a model with ``aux_ctc``): those of
+        the auxiliary head too, as a pair (main, auxiliary)."""
         valid = tf.sequence_mask(lengths, tf.shape(features)[1], dtype=features.dtype)
         x = features * valid[:, :, tf.newaxis]  # whatever lies in the padding is ignored
         if self.front is not None:
             for layer in self.front:
                 x = layer(x)
         out_lengths = self.output_lengths(lengths)
-        for lstm, norm in zip(self.lstms, self.norms):
+        lower = None
+        for depth, (lstm, norm) in enumerate(zip(self.lstms, self.norms), 1):
             x = lstm(x, out_lengths)
             if norm is not None:
                 x = norm(x)
             x = self.dropout(x, training=training)
-        return tf.nn.log_softmax(tf.cast(self.head(x), tf.float32), axis=-1)
+            if self.aux_head is not None and depth == self.config.aux_ctc.layer:
+                lower = x
+        main = tf.nn.log_softmax(tf.cast(self.head(x), tf.float32), axis=-1)
+        if not aux:
+            return main
+        return main, tf.nn.log_softmax(tf.cast(self.aux_head(lower), tf.float32), axis=-1)
 
     def predict_log_probs(self, features, lengths):
         """Compiled inference (eager ``tf.scan`` would loop in Python, ~50x slower)."""
@@ -224,8 +236,9 @@ class AcousticModel(keras.Model):
                              tf.convert_to_tensor(lengths, tf.int32))
 
     def build_for_inference(self) -> AcousticModel:
-        """Create the weights by running one tiny batch."""
-        self(np.zeros((1, 8, self.n_features), np.float32), np.array([8], np.int32))
+        """Create the weights (the auxiliary head's too) by running one tiny batch."""
+        self(np.zeros((1, 8, self.n_features), np.float32), np.array([8], np.int32),
+             aux=self.aux_head is not None)
         return self
 
 

@@ -57,8 +57,10 @@ def features(cfg: Config, workers: int | None = None, progress: bool | None = No
     from .lexicon import recipe_units
     from .shards import config_shards
 
+    aux = cfg.model.aux_ctc.units
     return config_shards(cfg, workers=workers, progress=progress,
-                         alphabet=recipe_units(cfg, corpora, progress is not False))
+                         alphabet=recipe_units(cfg, corpora, progress is not False),
+                         aux=recipe_units(cfg, corpora, False, aux) if aux else None)
 
 
 def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool | None = None,

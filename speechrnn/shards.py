@@ -88,11 +88,13 @@ INDEX = "index.json"
 # --------------------------------------------------------------------------- one item
 
 
-def example_item(row: Utterance, extractor, alphabet: Alphabet, subsampling: int = 1):
-    """``(features, labels, scale)`` of one manifest row (``scale``: the std before CMVN for
-    MFCC with utterance CMVN, else None). Raises :class:`AudioError` or :class:`TextError`
-    for an unusable row: unreadable or silent audio, text outside the alphabet, a transcript
-    longer than CTC allows (:func:`skip_reason` says why)."""
+def example_item(row: Utterance, extractor, alphabet: Alphabet, subsampling: int = 1,
+                 aux: Alphabet | None = None):
+    """``(features, labels, scale, aux_labels)`` of one manifest row (``scale``: the std
+    before CMVN for MFCC with utterance CMVN, else None; ``aux_labels``: the transcript in
+    the auxiliary head's units ``aux``, else None). Raises :class:`AudioError` or
+    :class:`TextError` for an unusable row: unreadable or silent audio, text outside the
+    alphabet, a transcript longer than CTC allows (:func:`skip_reason` says why)."""
     if isinstance(extractor, FeatureExtractor) and extractor.config.cmvn == "utterance":
         raw = extractor.raw(row.audio, *row.segment)
         feats, scale = extractor.normalize(raw), utterance_std(raw)
@@ -103,12 +105,13 @@ def example_item(row: Utterance, extractor, alphabet: Alphabet, subsampling: int
     labels = np.asarray(alphabet.encode(row.text), dtype=np.int32)
     if len(labels) == 0:
         raise TextError("empty transcript")
+    aux_labels = None if aux is None else np.asarray(aux.encode(row.text), dtype=np.int32)
     frames = output_frames(len(feats), subsampling)
-    need = ctc_min_frames(labels.tolist())
+    need = max(ctc_min_frames(x.tolist()) for x in (labels, aux_labels) if x is not None)
     if need > frames:
         raise TextError(f"transcript too long for the audio under CTC ({need} frames "
                         f"needed, {frames} available)")
-    return feats, labels, scale
+    return feats, labels, scale, aux_labels
 
 
 def skip_reason(err: BaseException) -> str:
@@ -204,13 +207,15 @@ def encode_example(features: dict[str, bytes | Sequence[int]]) -> bytes:
 
 
 def item_record(features: np.ndarray, labels: np.ndarray, row: int,
-                scale: np.ndarray | None = None) -> bytes:
+                scale: np.ndarray | None = None, aux_labels: np.ndarray | None = None) -> bytes:
     """One utterance's record (see the module docstring)."""
     record = {"features": np.ascontiguousarray(features, "<f4").tobytes(),
               "frames": [features.shape[0]], "n_features": [features.shape[1]],
               "labels": [int(x) for x in labels], "index": [row]}
     if scale is not None:
         record["scale"] = np.ascontiguousarray(scale, "<f4").tobytes()
+    if aux_labels is not None:
+        record["aux_labels"] = [int(x) for x in aux_labels]
     return encode_example(record)
 
 
@@ -236,15 +241,17 @@ def plan_shards(rows: Sequence[Utterance], shard_minutes: float) -> list[tuple[i
 
 
 def shard_digest(rows: Sequence[Utterance], features: FeatureConfig, alphabet: Alphabet,
-                 stride: int, shard_minutes: float, cmvn: CMVN | str | None) -> str:
+                 stride: int, shard_minutes: float, cmvn: CMVN | str | None,
+                 aux: Alphabet | None = None) -> str:
     """What a shard set is built from; ``cmvn``: the global statistics used, "computed"
-    (from ``rows``) or None."""
+    (from ``rows``) or None; ``aux``: the auxiliary labels' units."""
     if isinstance(cmvn, CMVN):
         cmvn = {"mean": cmvn.mean.tolist(), "std": cmvn.std.tolist()}
     settings = {k: v for k, v in dataclasses.asdict(features).items() if k != "cmvn_stats"}
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps([FORMAT_VERSION, CACHE_VERSION, settings, alphabet.key, stride,
-                         shard_minutes, cmvn], sort_keys=True).encode())
+                         shard_minutes, cmvn] + ([aux.key] if aux is not None else []),
+                        sort_keys=True).encode())
     for row in rows:
         h.update(json.dumps(dataclasses.astuple(row), ensure_ascii=False).encode() + b"\n")
     return h.hexdigest()
@@ -289,6 +296,7 @@ class ShardIndex:
 
         self.item_rows, self.frames, self.label_lengths = \
             flat("row"), flat("frames"), flat("labels")
+        self.has_aux: bool = bool(meta.get("aux"))  # records carry aux_labels
         self._skipped = meta["skipped"]
         self._source = rows
         self.weights: np.ndarray | None = None
@@ -384,6 +392,7 @@ class _Task:
     rows: tuple[Utterance, ...]
     features: FeatureConfig
     alphabet: Alphabet  # the units (a phone alphabet carries its lexicon)
+    aux: Alphabet | None  # the auxiliary head's units, or None
     stride: int
     cache: str | None
     cmvn: CMVN | None
@@ -425,12 +434,13 @@ def _write_shard(task: _Task) -> dict:
     with atomic_write(folder / name) as f:  # whole or not at all
         for i, row in enumerate(task.rows, task.start):
             try:
-                feats, labels, scale = example_item(row, extractor, alphabet, task.stride)
+                feats, labels, scale, aux_labels = example_item(row, extractor, alphabet,
+                                                                task.stride, task.aux)
             except (AudioError, TextError) as err:
                 meta["skipped"].append({"row": i, "id": row.id, "audio": row.audio,
                                         "reason": skip_reason(err)})
             else:
-                write_record(f, item_record(feats, labels, i, scale))
+                write_record(f, item_record(feats, labels, i, scale, aux_labels))
                 meta["row"].append(i)
                 meta["frames"].append(len(feats))
                 meta["labels"].append(len(labels))
@@ -537,7 +547,7 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
                  stride: int = 1, *, cmvn: CMVN | None = None, cache: str | None = None,
                  shard_minutes: float = 30.0, workers: int | None = None,
                  progress: bool | None = None, desc: str = "features",
-                 build: bool = True) -> ShardIndex | None:
+                 build: bool = True, aux: Alphabet | None = None) -> ShardIndex | None:
     """Extract the features of ``rows`` into a shard set in ``folder``, unless a current one
     is there (only missing or stale shards are extracted); return its index.
 
@@ -546,6 +556,7 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
     ``rows`` by a first pass). ``cache``: the feature cache folder. ``workers``: processes
     (None: every core). ``progress``: a bar of utterances done. ``build=False``: only look
     (a worker waiting for the chief's shards): None unless a current set is there.
+    ``aux``: the units of the auxiliary labels the records carry too (None: none).
     """
     alphabet = alphabet or Alphabet()
     folder = Path(folder)
@@ -553,7 +564,7 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
         cmvn = None
     computed = features.cmvn == "global" and cmvn is None
     digest = shard_digest(rows, features, alphabet, stride, shard_minutes,
-                          "computed" if computed else cmvn)
+                          "computed" if computed else cmvn, aux)
     meta = _read_json(folder / INDEX)
     if meta is not None and meta.get("version") == FORMAT_VERSION and \
             meta.get("digest") == digest:
@@ -570,7 +581,7 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
     def task(number: int, stats: CMVN | None) -> _Task:
         start, stop = spans[number]
         return _Task(number, str(folder), start, tuple(rows[start:stop]), features,
-                     alphabet, stride, cache, stats, digest)
+                     alphabet, aux, stride, cache, stats, digest)
 
     if computed:
         cmvn = _global_stats(folder, [task(k, None) for k in range(len(spans))], digest,
@@ -598,6 +609,7 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
             cmvn.save(folder / "cmvn.json")
     meta = {"version": FORMAT_VERSION, "digest": digest,
             "features": dataclasses.asdict(features), "alphabet": alphabet.key,
+            "aux": aux.key if aux is not None else None,
             "stride": stride, "shard_minutes": shard_minutes,
             "n_features": features.n_features, "rows": len(rows),
             "items": sum(s["items"] for s in shards),
@@ -612,14 +624,15 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
 
 def config_shards(cfg: Config, rows: dict[str, list[Utterance]] | None = None,
                   workers: int | None = None, progress: bool | None = None,
-                  alphabet: Alphabet | None = None,
-                  build: bool = True) -> dict[str, ShardIndex] | None:
+                  alphabet: Alphabet | None = None, build: bool = True,
+                  aux: Alphabet | None = None) -> dict[str, ShardIndex] | None:
     """The train and dev shard sets of a pipeline config, under ``cfg.data.shard_dir()``
     (``train``: every training manifest, ``dev``), built when missing or stale. ``rows``:
     the manifests' rows when already read. With global CMVN, dev is normalised with the
     training set's statistics (``features.cmvn_stats``, or computed from the shards).
     ``build=False``: None unless both sets are there and current. ``alphabet``: the
-    units the labels are in (None: the recipe's, :func:`speechrnn.lexicon.recipe_units`)."""
+    units the labels are in, ``aux`` those of the training set's auxiliary labels (None:
+    the recipe's, :func:`speechrnn.lexicon.recipe_units`, and its ``model.aux_ctc``)."""
     if rows is None:
         rows = {"train": [r for p in cfg.data.training_manifests() for r in read_manifest(p)],
                 "dev": read_manifest(cfg.data.manifest("dev"))}
@@ -627,6 +640,9 @@ def config_shards(cfg: Config, rows: dict[str, list[Utterance]] | None = None,
         from .lexicon import recipe_units
 
         alphabet = recipe_units(cfg, progress=progress is not False)
+        if cfg.model.aux_ctc.units:
+            aux = recipe_units(cfg, progress=progress is not False,
+                               units=cfg.model.aux_ctc.units)
     common = {"features": cfg.features, "alphabet": alphabet,
               "stride": cfg.model.stride, "cache": cfg.data.cache or None,
               "shard_minutes": cfg.data.shard_minutes, "workers": workers,
@@ -635,7 +651,7 @@ def config_shards(cfg: Config, rows: dict[str, list[Utterance]] | None = None,
         if cfg.features.cmvn == "global" and cfg.features.cmvn_stats else None
     root = cfg.data.shard_dir()
     train = build_shards(rows["train"], root / "train", cmvn=stats, desc="train features",
-                         **common)
+                         aux=aux, **common)
     dev = train and build_shards(rows["dev"], root / "dev", cmvn=train.cmvn,
                                  desc="dev features", **common)
     return {"train": train, "dev": dev} if dev else None

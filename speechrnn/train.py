@@ -178,6 +178,8 @@ def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
     and dev transcripts and ``eval.lm_text``, found under ``corpora``).
     """
     alphabet = recipe_units(cfg, corpora, progress=build)
+    aux_units = cfg.model.aux_ctc.units  # the training set's labels in these units too
+    aux = recipe_units(cfg, corpora, progress=build, units=aux_units) if aux_units else None
     sets = [(path, weight, read_manifest(path)) for path, weight in cfg.data.training_sets()]
     train_rows = [row for _, _, rows in sets for row in rows]
     weights = np.concatenate([np.full(len(rows), weight, np.float64)
@@ -193,7 +195,8 @@ def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
         from .dataset import load_shards
         from .shards import config_shards
 
-        shards = config_shards(cfg, rows, progress=progress, alphabet=alphabet, build=build)
+        shards = config_shards(cfg, rows, progress=progress, alphabet=alphabet, build=build,
+                               aux=aux)
         waited = time.monotonic()
         while shards is None:  # the chief extracts them (on a shared file system)
             if time.monotonic() - waited > 60 * wait_minutes:
@@ -203,7 +206,7 @@ def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
             print(f"waiting for the chief's feature shards in {cfg.data.shard_dir()}",
                   flush=True)
             time.sleep(15)
-            shards = config_shards(cfg, rows, alphabet=alphabet, build=False)
+            shards = config_shards(cfg, rows, alphabet=alphabet, build=False, aux=aux)
         if cfg.features.cmvn == "global":  # what the model is exported with
             shards["train"].cmvn.save(cfg.workdir / "cmvn.json")
         data = TrainingData(shards["train"].weigh(weights), load_shards(shards["dev"]),
@@ -213,7 +216,7 @@ def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
                 "subsampling": cfg.model.stride, "workers": cfg.batch.workers,
                 "progress": progress}
         data = TrainingData(load_examples(train_rows, desc="train features", weights=weights,
-                                          **load),
+                                          aux=aux, **load),
                             load_examples(dev_rows, desc="dev features", **load), alphabet,
                             rows, mix)
     for row, why in data.skipped:
@@ -314,12 +317,25 @@ class Steps:
             return ctc_losses(log_probs, model.output_lengths(feature_lengths), labels,
                               label_lengths)
 
+        aux_weight = model.config.aux_ctc.weight \
+            if getattr(model, "aux_head", None) is not None else 0.0
+
         def replica_gradients(batch, global_n):
-            """One replica's share: its items' summed loss over the global batch size."""
+            """One replica's share: its items' summed loss over the global batch size (with
+            an auxiliary head: (1 - w) x the main CTC loss + w x the auxiliary one)."""
             with tf.GradientTape() as tape:
-                log_probs = model(batch["features"], batch["feature_lengths"], training=True)
+                if aux_weight:
+                    log_probs, aux_probs = model(batch["features"], batch["feature_lengths"],
+                                                 training=True, aux=True)
+                else:
+                    log_probs = model(batch["features"], batch["feature_lengths"],
+                                      training=True)
                 item_losses = losses(log_probs, batch["feature_lengths"], batch["labels"],
                                      batch["label_lengths"])
+                if aux_weight:
+                    item_losses = (1.0 - aux_weight) * item_losses + aux_weight * losses(
+                        aux_probs, batch["feature_lengths"], batch["aux_labels"],
+                        batch["aux_label_lengths"])
                 if "weight" in batch:  # fill-up copies (weight 0) of a split batch
                     item_losses *= batch["weight"]
                 loss = tf.reduce_sum(item_losses) / global_n
@@ -390,8 +406,10 @@ class Steps:
 
         from .distribute import split_batch
 
-        items = {k: batch[k] for k in ("features", "feature_lengths", "labels",
-                                       "label_lengths")}
+        keys = ("features", "feature_lengths", "labels", "label_lengths")
+        if getattr(self.model, "aux_head", None) is not None:  # the auxiliary labels
+            keys += ("aux_labels", "aux_label_lengths")
+        items = {k: batch[k] for k in keys}
         global_n = tf.constant(float(batch["features"].shape[0]))
         loss, grads, finite = self.gradients(split_batch(self.strategy, items), global_n)
         if bool(finite):

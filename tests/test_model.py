@@ -243,3 +243,42 @@ def test_a_failed_save_leaves_the_previous_model_whole(tmp_path, monkeypatch):
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "m")
     assert load_model(tmp_path / "m")[3]["dev_wer"] == 0.1
     assert os.listdir(tmp_path) == ["m"]
+
+
+def test_an_auxiliary_head_reads_a_lower_layer_and_inference_leaves_it_out(tmp_path):
+    """aux_ctc: phones from BiLSTM layer 1 under a character head; the saved model (weights
+    and ONNX) answers with the main head alone, as a model without one would."""
+    from speechrnn.config import AuxCTCConfig
+    from speechrnn.export import onnxruntime_available
+    from speechrnn.lexicon import PHONES
+
+    config = ModelConfig(conv_filters=16, lstm_layers=2, lstm_units=8, dropout=0.0,
+                         aux_ctc=AuxCTCConfig(units="phones", layer=1, weight=0.3))
+    model = build_model(config, 39, Alphabet())
+    x = np.random.default_rng(2).standard_normal((2, 60, 39)).astype(np.float32)
+    n = np.array([60, 45], np.int32)
+    main, aux = (t.numpy() for t in model(x, n, aux=True))
+    assert main.shape == (2, 20, 29) and aux.shape == (2, 20, len(PHONES) + 2)
+    np.testing.assert_allclose(np.exp(aux).sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(model(x, n).numpy(), main)
+    # the auxiliary head reads layer 1: changing layer 2's weights leaves it alone
+    blstm2 = model.get_layer("blstm1")
+    blstm2.set_weights([w * 0.5 for w in blstm2.get_weights()])
+    np.testing.assert_allclose(model(x, n, aux=True)[1].numpy(), aux, atol=1e-6)
+    save_model(tmp_path / "m", model, FeatureConfig(), Alphabet())
+    loaded = load_model(tmp_path / "m")[0]
+    np.testing.assert_allclose(loaded(x, n).numpy(), model(x, n).numpy(), atol=1e-6)
+    if onnxruntime_available() and (tmp_path / "m" / "model.onnx").exists():
+        from speechrnn.export import OnnxNetwork
+
+        onnx_out = OnnxNetwork(tmp_path / "m" / "model.onnx").predict_log_probs(x, n)
+        assert np.asarray(onnx_out).shape[-1] == 29
+
+
+@pytest.mark.parametrize("aux", [dict(units="chars"), dict(units="phones", layer=3),
+                                 dict(units="phones", weight=1.0)])
+def test_an_auxiliary_head_is_checked(aux):
+    from speechrnn.config import AuxCTCConfig
+
+    with pytest.raises(ConfigError, match="aux_ctc"):
+        ModelConfig(lstm_layers=2, aux_ctc=AuxCTCConfig(**aux))

@@ -176,3 +176,39 @@ def test_a_phone_model_trains_saves_its_lexicon_and_transcribes_words(synth_corp
     (transcript,) = pipeline.transcribe(model_dir, [read_manifest(data / "test.jsonl")[0].audio],
                                         progress=False)
     assert all(w.word in lexicon.pronunciations for w in transcript.words)
+
+
+@needs_flashlight
+@pytest.mark.parametrize("source", ["memory", "shards"])
+def test_an_auxiliary_phone_head_trains_under_a_character_head(synth_corpus, tmp_path, source):
+    """model.aux_ctc: the training batches carry the transcripts in phones too (in memory
+    and streamed from shards), the loss mixes both heads, and the model it saves is a
+    character model whose transcription is unchanged by the auxiliary head."""
+    from conftest import TINY_DATA
+
+    from speechrnn import pipeline
+    from speechrnn.config import load_pipeline_config
+    from speechrnn.dataset import make_dataset
+    from speechrnn.lexicon import recipe_lexicon
+    from speechrnn.train import load_data
+
+    cfg = load_pipeline_config(None, [
+        "model.conv_filters=16", "model.lstm_layers=2", "model.lstm_units=16",
+        "model.dropout=0.0", "model.aux_ctc.units=phones", "model.aux_ctc.layer=1",
+        "batch.batch_size=4", "batch.buckets=1", "train.epochs=1",
+        f"train.workdir={tmp_path / 'run'}", f"batch.source={source}",
+        f"data.cache={tmp_path / 'cache'}", "tracking.enabled=false",
+        *(f"data.{k}={v}" for k, v in {**TINY_DATA, "out": synth_corpus}.items())])
+    data = load_data(cfg, progress=False)
+    batch = next(iter(make_dataset(data.train, cfg.batch, training=True)))
+    assert {"aux_labels", "aux_label_lengths"} <= set(batch)
+    phones = PhoneAlphabet(recipe_lexicon(cfg, progress=False))
+    for i, labels, n in zip(batch["index"].numpy(), batch["aux_labels"].numpy(),
+                            batch["aux_label_lengths"].numpy()):
+        assert labels[:n].tolist() == phones.encode(data.train.rows[i].text)
+    dev = next(iter(make_dataset(data.dev, cfg.batch)))
+    assert "aux_labels" not in dev  # dev scores the main head
+    result = pipeline.train(cfg, progress=False)
+    assert json.loads((result.model_dir / "alphabet.json").read_text())["characters"]
+    report = pipeline.evaluate(result.model_dir, synth_corpus / "test.jsonl", progress=False)
+    assert report.rates.per is None and 0 <= report.rates.wer
