@@ -1,23 +1,34 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
+from speechrnn import fastbeam
 from speechrnn.cli import main
+from speechrnn.config import ConfigError, ModelConfig
+from speechrnn.decoding import DecodingOptions, decode, decode_text, greedy_decode
+from speechrnn.evaluate import phone_error_rate
 from speechrnn.lexicon import (
     PHONES,
     Lexicon,
     LexiconError,
+    PhoneAlphabet,
     build_lexicon,
     cmudict_path,
     ipa_to_phones,
+    load_units,
+    phones_only,
     read_dictionary,
     source_words,
 )
 from speechrnn.manifest import Utterance, write_manifest
+from speechrnn.text import Alphabet, TextError
 
 needs_espeak = pytest.mark.skipif(not shutil.which("espeak-ng"),
                                   reason="espeak-ng is not installed")
+needs_flashlight = pytest.mark.skipif(not fastbeam.available(),
+                                      reason="flashlight-text is not installed")
 
 
 @pytest.fixture
@@ -117,3 +128,113 @@ def test_lexicon_command_builds_then_checks(dictionary, tmp_path, capsys):
 def test_lexicon_command_without_words_or_out_is_a_clear_error(tmp_path, capsys):
     assert main(["lexicon", "--out", str(tmp_path / "l.txt")]) == 2
     assert "give --config" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- phone units
+
+LEXICON = Lexicon({"hello": (("HH", "AH", "L", "OW"), ("HH", "EH", "L", "OW")),
+                   "world": (("W", "ER", "L", "D"),), "word": (("W", "ER", "D"),)})
+
+
+def spelled(alphabet, phones: str) -> list[int]:
+    return [alphabet.symbols.index(p) + 1 for p in phones.split()]
+
+
+def frames_of(alphabet, labels: list[int], sure: float = 0.9) -> np.ndarray:
+    """Log-probabilities that spell ``labels``, a blank after each."""
+    rows = []
+    for k in labels:
+        for best in (k, alphabet.blank):
+            row = np.full(alphabet.size, (1 - sure) / (alphabet.size - 1))
+            row[best] = sure
+            rows.append(np.log(row))
+    return np.array(rows, np.float32)
+
+
+def test_phone_labels_spell_each_word_by_its_first_pronunciation():
+    units = PhoneAlphabet(LEXICON)
+    assert units.size == len(PHONES) + 2 and units.symbols[units.separator - 1] == "|"
+    labels = units.encode("hello world")
+    assert labels == spelled(units, "HH AH L OW | W ER L D")
+    assert units.decode(labels) == "HH AH L OW | W ER L D"
+    assert units.spellings("hello") == [spelled(units, "HH AH L OW"), spelled(units, "HH EH L OW")]
+    assert units.unknown("hello there") == {"there"} and not units.can_spell("there")
+
+
+def test_a_word_without_a_pronunciation_is_named():
+    with pytest.raises(TextError, match="'there'"):
+        PhoneAlphabet(LEXICON).encode("hello there world")
+
+
+def test_units_are_saved_with_their_lexicon_and_checked_when_read(tmp_path):
+    units = PhoneAlphabet(LEXICON)
+    units.save(tmp_path / "alphabet.json")
+    assert (tmp_path / "lexicon.txt").is_file()
+    back = load_units(tmp_path / "alphabet.json")
+    assert back == units and back.key.startswith("phones:") and back.encode("word") == \
+        units.encode("word")
+    # another lexicon beside the model: it would spell the words otherwise
+    Lexicon({**LEXICON.pronunciations, "word": (("W", "AO", "D"),)}).save(
+        tmp_path / "lexicon.txt")
+    with pytest.raises(LexiconError, match="does not match the model's units"):
+        load_units(tmp_path / "alphabet.json")
+    (tmp_path / "lexicon.txt").unlink()
+    with pytest.raises(LexiconError, match="needs its lexicon"):
+        load_units(tmp_path / "alphabet.json")
+    Alphabet().save(tmp_path / "chars.json")
+    assert load_units(tmp_path / "chars.json") == Alphabet()
+    with pytest.raises(ValueError, match="need their lexicon"):
+        Alphabet.load(tmp_path / "alphabet.json")
+
+
+def test_the_lexicon_key_follows_the_pronunciations():
+    same = PhoneAlphabet(Lexicon(dict(LEXICON.pronunciations)))
+    other = PhoneAlphabet(Lexicon({**LEXICON.pronunciations, "word": (("W", "AO", "D"),)}))
+    assert same.key == PhoneAlphabet(LEXICON).key != other.key
+    assert Alphabet().key == Alphabet().characters
+
+
+def test_model_config_checks_its_units():
+    with pytest.raises(ConfigError, match="chars|phones"):
+        ModelConfig(units="letters")
+    with pytest.raises(ConfigError, match="model.lexicon"):
+        ModelConfig(lexicon="lexicon.txt")
+
+
+def test_phone_error_rate_counts_phones_not_word_separators():
+    assert phone_error_rate(["HH AH | L OW"], ["HH | L OW"]) == pytest.approx(0.25)
+    assert phone_error_rate(["HH AH", ""], ["HH AH", "W"]) == 0.0  # no reference: not scored
+    assert phones_only("W ER | D") == "W ER D"
+
+
+@needs_flashlight
+def test_a_phone_model_finds_words_in_its_lexicon_without_an_lm():
+    units = PhoneAlphabet(LEXICON)
+    # the second pronunciation of hello, then word: both spellings are in the search
+    lp = frames_of(units, spelled(units, "HH EH L OW | W ER D"))
+    assert greedy_decode(lp, units) == "HH EH L OW | W ER D"
+    for method in ("greedy", "beam"):
+        assert decode_text(lp, units, DecodingOptions(method, beam_width=8)) == "hello word"
+    hyp = decode(lp, units, DecodingOptions(beam_width=8), frame_seconds=0.03)
+    assert [w.word for w in hyp.words] == ["hello", "word"]
+    assert hyp.words[0].start == 0.0 and hyp.words[0].end <= hyp.words[1].start
+    assert hyp.units == "HH EH L OW | W ER D" and hyp.as_dict()["phones"] == hyp.units
+    with pytest.raises(Exception, match="lexicon"):
+        decode_text(lp, units, DecodingOptions("beam", engine="python"))
+
+
+@needs_flashlight
+def test_a_phone_model_decodes_with_the_word_lm(tmp_path):
+    from speechrnn.decoding import lexicon_search
+    from speechrnn.lm import WordLM
+
+    units = PhoneAlphabet(LEXICON)
+    lm = WordLM.from_texts(["hello world"] * 20 + ["word"], 2)
+    lm.write_arpa(tmp_path / "lm.arpa")
+    lm = WordLM.load(tmp_path / "lm.arpa")
+    # "W ER ? D": the L is unsure; the LM prefers world after hello
+    lp = frames_of(units, spelled(units, "HH AH L OW | W ER L D"))
+    lp[-4] = np.log(np.full(units.size, 1 / units.size))
+    options = DecodingOptions("beam", beam_width=16, lm_weight=2.0)
+    assert decode_text(lp, units, options, lm) == "hello world"
+    assert lexicon_search(units, options, lm) is lexicon_search(units, options, lm)

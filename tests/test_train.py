@@ -15,7 +15,12 @@ import yaml
 from conftest import TINY_DATA
 
 from speechrnn.config import load_pipeline_config
+from speechrnn.fastbeam import available as fastbeam_available
+from speechrnn.lexicon import Lexicon, PhoneAlphabet
 from speechrnn.manifest import read_manifest, write_manifest
+
+needs_flashlight = pytest.mark.skipif(not fastbeam_available(),
+                                      reason="flashlight-text is not installed")
 
 TINY = {
     "model": {"conv_filters": 16, "lstm_layers": 1, "lstm_units": 16, "dropout": 0.0},
@@ -674,3 +679,80 @@ def test_a_first_stage_that_cannot_serve_is_refused_before_training(corpus, tmp_
     assert check_first_stage(cfg, load_pipeline_config(trained.config))
     with pytest.raises(ConfigError, match="trained with other settings.*--fresh"):
         check_first_stage(cfg, load_pipeline_config(trained.config, ["train.seed=1"]))
+
+
+@needs_flashlight
+def test_a_phone_model_trains_saves_its_lexicon_and_transcribes_words(synth_corpus, tmp_path,
+                                                                      capsys):
+    """The recipe's lexicon is built from its transcripts, a word it cannot spell skips
+    its utterance by name, dev PER is a metric, and the model directory carries the
+    lexicon: evaluation reports PER and transcription gives words."""
+    from speechrnn import pipeline
+    from speechrnn.lexicon import recipe_lexicon
+
+    data = synth_corpus
+    cfg_file = tmp_path / "phones.yaml"
+    cfg_file.write_text(json.dumps({
+        "model": {"conv_filters": 16, "lstm_layers": 1, "lstm_units": 16, "dropout": 0.0,
+                  "units": "phones"},
+        "batch": {"batch_size": 4, "buckets": 1},
+        "train": {"epochs": 2, "learning_rate": 0.003, "workdir": str(tmp_path / "run")},
+        "data": {**TINY_DATA, "out": str(data), "cache": str(tmp_path / "cache")},
+        "tracking": {"enabled": False}}))
+    cfg = load_pipeline_config(cfg_file)
+    lexicon = recipe_lexicon(cfg, progress=False)
+    words = {w for p in ("train", "dev") for r in read_manifest(data / f"{p}.jsonl")
+             for w in r.text.split()}
+    assert words <= set(lexicon.pronunciations)
+    # a lexicon that lacks a training word: that utterance is skipped, the word named
+    first = read_manifest(data / "train.jsonl")[0]
+    dropped = first.text.split()[0]
+    Lexicon({w: p for w, p in lexicon.pronunciations.items() if w != dropped}).save(
+        tmp_path / "lexicon.txt")
+    cfg = load_pipeline_config(cfg_file, [f"model.lexicon={tmp_path / 'lexicon.txt'}"])
+    result = pipeline.train(cfg, progress=False)
+    printed = capsys.readouterr().out
+    assert f"skipped {first.audio}: no pronunciation in the lexicon for {dropped!r}" in printed
+    assert "PER" in printed  # each epoch's dev phone error rate
+    model_dir = result.model_dir
+    assert (model_dir / "lexicon.txt").is_file()
+    assert json.loads((model_dir / "alphabet.json").read_text())["units"] == "phones"
+    report = pipeline.evaluate(model_dir, data / "test.jsonl", progress=False)
+    assert report.rates.per is not None and 0 <= report.rates.per
+    assert "per" in report.summary()
+    (transcript,) = pipeline.transcribe(model_dir, [read_manifest(data / "test.jsonl")[0].audio],
+                                        progress=False)
+    assert all(w.word in lexicon.pronunciations for w in transcript.words)
+
+
+@needs_flashlight
+@pytest.mark.parametrize("source", ["memory", "shards"])
+def test_an_auxiliary_phone_head_trains_under_a_character_head(synth_corpus, tmp_path, source):
+    """model.aux_ctc: the training batches carry the transcripts in phones too (in memory
+    and streamed from shards), the loss mixes both heads, and the model it saves is a
+    character model whose transcription is unchanged by the auxiliary head."""
+    from speechrnn import pipeline
+    from speechrnn.dataset import make_dataset
+    from speechrnn.lexicon import recipe_lexicon
+    from speechrnn.train import load_data
+
+    cfg = load_pipeline_config(None, [
+        "model.conv_filters=16", "model.lstm_layers=2", "model.lstm_units=16",
+        "model.dropout=0.0", "model.aux_ctc.units=phones", "model.aux_ctc.layer=1",
+        "batch.batch_size=4", "batch.buckets=1", "train.epochs=1",
+        f"train.workdir={tmp_path / 'run'}", f"batch.source={source}",
+        f"data.cache={tmp_path / 'cache'}", "tracking.enabled=false",
+        *(f"data.{k}={v}" for k, v in {**TINY_DATA, "out": synth_corpus}.items())])
+    data = load_data(cfg, progress=False)
+    batch = next(iter(make_dataset(data.train, cfg.batch, training=True)))
+    assert {"aux_labels", "aux_label_lengths"} <= set(batch)
+    phones = PhoneAlphabet(recipe_lexicon(cfg, progress=False))
+    for i, labels, n in zip(batch["index"].numpy(), batch["aux_labels"].numpy(),
+                            batch["aux_label_lengths"].numpy()):
+        assert labels[:n].tolist() == phones.encode(data.train.rows[i].text)
+    dev = next(iter(make_dataset(data.dev, cfg.batch)))
+    assert "aux_labels" not in dev  # dev scores the main head
+    result = pipeline.train(cfg, progress=False)
+    assert json.loads((result.model_dir / "alphabet.json").read_text())["characters"]
+    report = pipeline.evaluate(result.model_dir, synth_corpus / "test.jsonl", progress=False)
+    assert report.rates.per is None and 0 <= report.rates.wer
