@@ -31,7 +31,7 @@ import math
 import shutil
 import threading
 import weakref
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,9 @@ class Hypothesis:
     text: str
     words: tuple[Word, ...] = ()
     confidence: float = 0.0
-    units: str = ""  # a phone model's best path ("HH AH L OW | W ER L D"); else ""
+    # a phone model's best path ("HH AH L OW | W ER L D"); else "" (keyword only: a
+    # Transcript's further fields stay positional)
+    units: str = field(default="", kw_only=True)
 
     def shifted(self, seconds: float) -> Hypothesis:
         """The same hypothesis with every time moved by ``seconds`` (a chunk's offset)."""

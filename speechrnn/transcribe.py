@@ -296,7 +296,7 @@ def _join(pieces: list[Hypothesis], duration: float, source: str) -> Transcript:
     n = sum(k for k, _ in letters)
     confidence = math.exp(sum(k * math.log(max(c, 1e-12)) for k, c in letters) / n) if n else 0.0
     return Transcript(" ".join(p.text for p in pieces if p.text), words, confidence,
-                      duration, source)
+                      duration, source, units=" | ".join(p.units for p in pieces if p.units))
 
 
 def _load_network(files, backend: str, threads: int):
