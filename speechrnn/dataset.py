@@ -489,23 +489,24 @@ def _record_parser(index: ShardIndex, aux: bool = False):
     if scales:
         spec["scale"] = tf.io.FixedLenFeature([], tf.string)
 
+    def need(labels):  # input frames CTC needs for labels (ctc_min_frames x the stride)
+        repeats = tf.reduce_sum(tf.cast(labels[1:] == labels[:-1], tf.int32))
+        return (tf.size(labels) + repeats) * stride
+
     def parse(number, copy, record):
         x = tf.io.parse_single_example(record, spec)
         feats = tf.reshape(tf.io.decode_raw(x["features"], tf.float32), [-1, n_features])
         labels = tf.cast(tf.sparse.to_dense(x["labels"]), tf.int32)
-        repeats = tf.reduce_sum(tf.cast(labels[1:] == labels[:-1], tf.int32))
         n = tf.shape(feats)[0]
         e = {"features": feats, "labels": labels, "feature_lengths": n,
              "label_lengths": tf.shape(labels)[0], "index": tf.cast(number, tf.int32),
-             "copy": copy, "frames": n, "min_frames": (tf.size(labels) + repeats) * stride}
+             "copy": copy, "frames": n, "min_frames": need(labels)}
         if scales:
             e["scale"] = tf.reshape(tf.io.decode_raw(x["scale"], tf.float32), [n_features])
         if aux:
             aux_labels = tf.cast(tf.sparse.to_dense(x["aux_labels"]), tf.int32)
-            e.update(aux_labels=aux_labels, aux_label_lengths=tf.shape(aux_labels)[0])
-            repeats = tf.reduce_sum(tf.cast(aux_labels[1:] == aux_labels[:-1], tf.int32))
-            e["min_frames"] = tf.maximum(e["min_frames"],
-                                         (tf.size(aux_labels) + repeats) * stride)
+            e.update(aux_labels=aux_labels, aux_label_lengths=tf.shape(aux_labels)[0],
+                     min_frames=tf.maximum(e["min_frames"], need(aux_labels)))
         return e
 
     return parse

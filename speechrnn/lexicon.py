@@ -353,7 +353,7 @@ def spell_references(alphabet: PhoneAlphabet, texts: list[str]) -> list[str]:
     if lacking:
         try:
             extra = build_lexicon(lacking).pronunciations
-        except InputError:
+        except (InputError, NotFoundError):  # no espeak-ng: those transcripts unscored
             extra = {}
     spelled = PhoneAlphabet(Lexicon({**lexicon.pronunciations, **extra}))
     return [spelled.decode(spelled.encode(t)) if not spelled.unknown(t) else ""
@@ -437,6 +437,15 @@ def recipe_units(cfg, corpora: str | Path | None = None, progress: bool = True,
     if (units or cfg.model.units) == "chars":
         return Alphabet()
     return PhoneAlphabet(recipe_lexicon(cfg, corpora, progress))
+
+
+def recipe_targets(cfg, corpora: str | Path | None = None,
+                   progress: bool = True) -> tuple[Alphabet, Alphabet | None]:
+    """What a recipe's training labels are spelled in: the main head's units and those of
+    its auxiliary head (``model.aux_ctc.units``; None without one)."""
+    aux = cfg.model.aux_ctc.units
+    return (recipe_units(cfg, corpora, progress),
+            recipe_units(cfg, corpora, progress, units=aux) if aux else None)
 
 
 def units_size(units: str) -> int:

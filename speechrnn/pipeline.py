@@ -54,13 +54,11 @@ def features(cfg: Config, workers: int | None = None, progress: bool | None = No
     (:class:`speechrnn.shards.ShardIndex`: items, hours, files, skipped). Loads no
     TensorFlow. A phone model's lexicon (:func:`speechrnn.lexicon.recipe_lexicon`, its LM
     text under ``corpora``) spells the labels."""
-    from .lexicon import recipe_units
+    from .lexicon import recipe_targets
     from .shards import config_shards
 
-    aux = cfg.model.aux_ctc.units
-    return config_shards(cfg, workers=workers, progress=progress,
-                         alphabet=recipe_units(cfg, corpora, progress is not False),
-                         aux=recipe_units(cfg, corpora, False, aux) if aux else None)
+    alphabet, aux = recipe_targets(cfg, corpora, progress is not False)
+    return config_shards(cfg, workers=workers, progress=progress, alphabet=alphabet, aux=aux)
 
 
 def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool | None = None,

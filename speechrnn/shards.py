@@ -632,17 +632,14 @@ def config_shards(cfg: Config, rows: dict[str, list[Utterance]] | None = None,
     training set's statistics (``features.cmvn_stats``, or computed from the shards).
     ``build=False``: None unless both sets are there and current. ``alphabet``: the
     units the labels are in, ``aux`` those of the training set's auxiliary labels (None:
-    the recipe's, :func:`speechrnn.lexicon.recipe_units`, and its ``model.aux_ctc``)."""
+    the recipe's, :func:`speechrnn.lexicon.recipe_targets`)."""
     if rows is None:
         rows = {"train": [r for p in cfg.data.training_manifests() for r in read_manifest(p)],
                 "dev": read_manifest(cfg.data.manifest("dev"))}
     if alphabet is None:
-        from .lexicon import recipe_units
+        from .lexicon import recipe_targets
 
-        alphabet = recipe_units(cfg, progress=progress is not False)
-        if cfg.model.aux_ctc.units:
-            aux = recipe_units(cfg, progress=progress is not False,
-                               units=cfg.model.aux_ctc.units)
+        alphabet, aux = recipe_targets(cfg, progress=progress is not False)
     common = {"features": cfg.features, "alphabet": alphabet,
               "stride": cfg.model.stride, "cache": cfg.data.cache or None,
               "shard_minutes": cfg.data.shard_minutes, "workers": workers,

@@ -67,7 +67,7 @@ from .errors import InputError, NotFoundError
 from .evaluate import ErrorRates, error_rates, phone_error_rate, score_utterances
 from .features import CMVN, FeatureExtractor
 from .files import atomic_write_text, replace_dir
-from .lexicon import recipe_units
+from .lexicon import recipe_targets
 from .manifest import read_manifest
 from .progress import progress_bar
 from .report import write_error_analysis, write_utterances, write_word_errors
@@ -174,12 +174,10 @@ def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
     (:meth:`~speechrnn.config.DataConfig.training_sets`; ``weights`` of the training
     Examples or ShardIndex, None when every weight is 1.0). The mix (:func:`training_mix`)
     is printed once, by the chief. Labels are in the recipe's units
-    (:func:`speechrnn.lexicon.recipe_units`: a phone model's lexicon covers the training
+    (:func:`speechrnn.lexicon.recipe_targets`: a phone model's lexicon covers the training
     and dev transcripts and ``eval.lm_text``, found under ``corpora``).
     """
-    alphabet = recipe_units(cfg, corpora, progress=build)
-    aux_units = cfg.model.aux_ctc.units  # the training set's labels in these units too
-    aux = recipe_units(cfg, corpora, progress=build, units=aux_units) if aux_units else None
+    alphabet, aux = recipe_targets(cfg, corpora, progress=build)
     sets = [(path, weight, read_manifest(path)) for path, weight in cfg.data.training_sets()]
     train_rows = [row for _, _, rows in sets for row in rows]
     weights = np.concatenate([np.full(len(rows), weight, np.float64)
