@@ -22,12 +22,10 @@ disk or network filesystem), and the format is simple enough to write without Te
 
 Who writes: the workers. Each worker process (``ProcessPoolExecutor``, started with *spawn*:
 a fresh interpreter that never imports TensorFlow nor inherits its threads; BLAS held to one
-thread) extracts one shard's rows with librosa and writes that shard itself: the Example
-protos are encoded here (a handful of protobuf wire-format fields) and framed as TFRecord
-(length, masked CRC-32C of the length, data, masked CRC-32C of the data; the CRC loop is
-compiled by numba, which librosa already depends on). Features never cross a process boundary,
-writing scales with the cores, and the parent only plans, counts progress and writes the
-index: extraction (``speechrnn data features``) needs no TensorFlow at all.
+thread) extracts one shard's rows with librosa and writes that shard itself, with
+:mod:`speechrnn.tfrecord` (TFRecord framing without TensorFlow). Features never cross a
+process boundary, writing scales with the cores, and the parent only plans, counts progress
+and writes the index: extraction (``speechrnn data features``) needs no TensorFlow at all.
 
 Crash safety: a shard is written to a temporary name and renamed when complete; its sidecar
 ``.json`` (with the set's digest) follows it the same way, and ``index.json`` comes last. A
@@ -58,7 +56,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -75,6 +72,7 @@ from .files import atomic_write, atomic_write_text
 from .manifest import Utterance, read_manifest
 from .progress import progress_bar
 from .text import Alphabet, TextError, ctc_min_frames
+from .tfrecord import encode_example, write_record
 
 if TYPE_CHECKING:
     from .config import Config
@@ -120,90 +118,6 @@ def skip_reason(err: BaseException) -> str:
 
 def log_skipped(row: Utterance, reason: str) -> None:
     log.warning("skipping %s (%s): %s", row.id or "utterance", row.audio, reason)
-
-
-# --------------------------------------------------------------------------- TFRecord
-
-
-def _crc_table() -> np.ndarray:
-    table = np.zeros(256, np.int64)
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table[i] = c
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def _crc_loop(crc, data, table):
-    for i in range(data.shape[0]):
-        crc = table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8)
-    return crc
-
-
-try:  # librosa depends on numba; a pure-Python loop would cost as much as the features
-    import numba
-
-    try:
-        _crc_update = numba.njit(cache=True, nogil=True)(_crc_loop)
-    except RuntimeError:  # pragma: no cover  (nowhere to cache the compiled loop)
-        _crc_update = numba.njit(nogil=True)(_crc_loop)
-except ImportError:  # pragma: no cover
-    def _crc_update(crc, data, table):
-        t = table.tolist()
-        for b in bytes(data):
-            crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
-        return crc
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), as TFRecord frames use."""
-    return int(_crc_update(0xFFFFFFFF, np.frombuffer(data, np.uint8), _CRC_TABLE)) ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> bytes:
-    c = crc32c(data)
-    return struct.pack("<I", (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
-
-
-def write_record(f, data: bytes) -> None:
-    """One TFRecord: length, masked CRC of the length, data, masked CRC of the data."""
-    length = struct.pack("<Q", len(data))
-    f.write(length + _masked_crc(length))
-    f.write(data)
-    f.write(_masked_crc(data))
-
-
-def _varint(n: int) -> bytes:
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def encode_example(features: dict[str, bytes | Sequence[int]]) -> bytes:
-    """A serialised ``tf.train.Example``: ``bytes`` values become a BytesList of one, int
-    sequences an Int64List (packed). Keys are written sorted: the same input, the same bytes."""
-    entries = []
-    for key in sorted(features):
-        value = features[key]
-        if isinstance(value, bytes):
-            feature = _field(1, _field(1, value))  # Feature.bytes_list, BytesList.value
-        else:
-            packed = b"".join(_varint(int(v)) for v in value)
-            feature = _field(3, _field(1, packed) if packed else b"")  # Feature.int64_list
-        entries.append(_field(1, _field(1, key.encode()) + _field(2, feature)))
-    return _field(1, b"".join(entries))  # Example.features{map<string, Feature> feature}
 
 
 def item_record(features: np.ndarray, labels: np.ndarray, row: int,
