@@ -124,7 +124,7 @@ def train_for(model: DeepSpeech2, examples, cfg: RecipeConfig, seconds: float,
     from speechrnn.config import BatchConfig
     from speechrnn.dataset import make_dataset
     from speechrnn.progress import progress_bar
-    from speechrnn.train import Steps
+    from speechrnn.steps import Steps
 
     optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate)
     steps = Steps(model, optimizer, N_FEATURES)

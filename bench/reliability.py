@@ -218,10 +218,10 @@ def concurrent(args) -> dict:
 
 def model_and_checkpoint_usable(workdir: Path) -> tuple[bool, str]:
     from speechrnn.checkpoint import _read_arrays, _read_state
-    from speechrnn.model import load_model
+    from speechrnn.model import load_network
 
     try:
-        model, *_ = load_model(workdir / "model")
+        model, *_ = load_network(workdir / "model")
         state = _read_state(workdir / "checkpoints" / "last")
         _read_arrays(workdir / "checkpoints" / "last" / "weights.npz", model.weights, "weights")
     except Exception as err:  # anything that stops a rerun from using them
@@ -362,7 +362,7 @@ def best_model_on_full_disk(folder: Path, mounted: bool, notes: list) -> tuple[b
     import types
 
     from speechrnn.config import Config, ModelConfig, TrainConfig
-    from speechrnn.model import build_model, load_model
+    from speechrnn.model import build_model, load_network
     from speechrnn.text import Alphabet
     from speechrnn.train import save_best
 
@@ -381,7 +381,7 @@ def best_model_on_full_disk(folder: Path, mounted: bool, notes: list) -> tuple[b
         undo = simulated_full_disk()
     error = error_of(lambda: save_best(job, types.SimpleNamespace(epoch=1), rates, []), undo)
     try:
-        intact = load_model(job.best_dir)[3]["epoch"] == 0
+        intact = load_network(job.best_dir)[3]["epoch"] == 0
     except Exception as err:
         intact, error = False, f"{error}; the model does not load: {err}"
     clear = "no space left on device" in error and "intact" in error

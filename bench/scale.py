@@ -102,16 +102,15 @@ def finish(proc) -> dict:
 
 def extraction_speed(out: Path, workers: int) -> dict:
     """Extract the training manifest's features into fresh shards (no feature cache)."""
-    from speechrnn.config import FeatureConfig
     from speechrnn.manifest import read_manifest
-    from speechrnn.shards import build_shards
+    from speechrnn.shards import ShardSpec, build_shards
 
     rows = read_manifest(out / "train.jsonl")
     folder = WORK / "extract" / f"workers{workers}"
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
-    index = build_shards(rows, folder, FeatureConfig(), stride=3, workers=workers,
-                         shard_minutes=1.0, progress=False)
+    index = build_shards(rows, folder, ShardSpec(stride=3, shard_minutes=1.0),
+                         workers=workers, progress=False)
     seconds = time.perf_counter() - start
     return {"case": f"extract shards, {out.name}, {workers} process{'es' if workers > 1 else ''}",
             "audio_s_per_s": round(index.seconds / seconds, 1),
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
                 from speechrnn import pipeline
                 from speechrnn.config import load_pipeline_config
 
-                pipeline.features(load_pipeline_config(config), progress=False)
+                pipeline.extract_features(load_pipeline_config(config), progress=False)
             result = finish(train_child(config))
             rows.append({"case": f"train, {source}, {size}", **result,
                          "peak_rss_mb": round(result["peak_rss_mb"])})

@@ -36,8 +36,8 @@ def profile(manifest: Path, batches: int, limit: int) -> dict:
     from speechrnn.features import FeatureExtractor
     from speechrnn.manifest import read_manifest
     from speechrnn.model import build_model
+    from speechrnn.steps import Steps, ctc_losses, make_optimizer
     from speechrnn.text import Alphabet
-    from speechrnn.train import Steps, ctc_losses, make_optimizer
 
     examples = load_examples(read_manifest(manifest)[:limit], FeatureExtractor(cfg.features),
                              Alphabet(), subsampling=cfg.model.stride)

@@ -73,10 +73,10 @@ def training_input(rows, cfg, source: str, shards: Path):
     from speechrnn.text import Alphabet
 
     if source == "shards":
-        from speechrnn.shards import build_shards
+        from speechrnn.shards import ShardSpec, build_shards
 
-        return build_shards(rows, shards, cfg.features, Alphabet(), cfg.model.stride,
-                            shard_minutes=SHARD_MINUTES, progress=False)
+        spec = ShardSpec(cfg.features, Alphabet(), cfg.model.stride, SHARD_MINUTES)
+        return build_shards(rows, shards, spec, progress=False)
     from speechrnn.dataset import load_examples
     from speechrnn.features import FeatureExtractor
 
@@ -139,8 +139,8 @@ def measure(manifest: Path, variant: dict, batches: int, limit: int,
     configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
     from speechrnn.manifest import read_manifest
     from speechrnn.model import build_model
+    from speechrnn.steps import Steps, make_optimizer
     from speechrnn.text import Alphabet
-    from speechrnn.train import Steps, make_optimizer
 
     data = training_input(read_manifest(manifest)[:limit], cfg,
                          variant.get("source", "memory"), shards or shard_folder(manifest, limit))

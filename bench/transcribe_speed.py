@@ -50,11 +50,12 @@ def first_existing(*paths: str) -> Path | None:
 def load_lm(arpa: Path | None, source: Path | None):
     """The word LM of ``--lm`` (an ARPA file) or ``--lm-from`` (a manifest), or None."""
     from speechrnn.lm import WordLM
+    from speechrnn.lm_build import lm_from_sources
 
     if arpa is not None:
         return WordLM.from_arpa(arpa)
     if source is not None:
-        return WordLM.from_sources([source], order=3)
+        return lm_from_sources([source], order=3)
     return None
 
 
@@ -67,9 +68,10 @@ def measure(model: Path, manifest: Path, backend: str, limit: int, lm=None,
     from speechrnn.evaluate import error_rates
     from speechrnn.manifest import read_manifest
     from speechrnn.text import normalize_text
-    from speechrnn.transcribe import load_model
+    from speechrnn.transcribe import load_transcriber
 
-    transcriber = load_model(model, backend=backend, threads=threads, options=DecodingOptions())
+    transcriber = load_transcriber(model, backend=backend, threads=threads,
+                                   options=DecodingOptions())
     rows = read_manifest(manifest)[:limit]
     audios = [load_audio(r.audio) for r in rows]
     references = [normalize_text(r.text) for r in rows]

@@ -22,6 +22,6 @@ def load_model(model, **options):
     sample_rate=None)``. ``M`` is a model directory, ``runs:/<run_id>/model`` or
     ``models:/<name>/<version>``; options are those of
     :class:`speechrnn.transcribe.Transcriber` (backend, options, lm, chunking, ...)."""
-    from .transcribe import load_model as _load
+    from .transcribe import load_transcriber
 
-    return _load(model, **options)
+    return load_transcriber(model, **options)

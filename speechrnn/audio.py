@@ -31,6 +31,7 @@ import soundfile as sf
 
 from .config import FeatureConfig
 from .errors import SpeechRNNError
+from .files import atomic_write
 
 SAMPLE_RATE = FeatureConfig.sample_rate  # what the library resamples audio to by default
 # what a folder search for audio files picks up: the formats libsndfile reads
@@ -402,7 +403,6 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray,
                sample_rate: int = SAMPLE_RATE) -> Path:
     """Write float audio as mono 16-bit PCM (WAV or FLAC by the file's suffix), whole or
     not at all."""
-    from .files import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,7 @@ class Checkpointer:
     replaced atomically; ``<dir>/prev``: the one before. ``writer=False`` (a worker that is
     not the chief): reads only."""
 
-    GENERATIONS = ("last", "prev", "old")  # "old": written by earlier versions
+    GENERATIONS = ("last", "prev")  # the newest first
 
     def __init__(self, directory: Path, writer: bool = True):
         self.dir = Path(directory)
@@ -308,18 +308,6 @@ def config_digest(cfg: Config) -> str:
                                  "train.patience", "train.workdir", "train.intra",
                                  "train.inter", "train.distribute", "batch.workers",
                                  "data.cache", "model.lstm_impl"))}
-    if not keep.get("data.corpora") and keep.get("data.train_weight") == 1.0:
-        # a config without further corpora or weights: the digest it had before they were
-        # settings, so that runs started then still resume
-        del keep["data.corpora"], keep["data.train_weight"]
-    for key in ("batch.sortagrad", "train.init_from", "model.lexicon"):  # likewise
-        if not keep.get(key):
-            keep.pop(key, None)
-    if keep.get("model.units") == "chars":
-        del keep["model.units"]
-    if not keep.get("model.aux_ctc.units"):
-        for key in ("units", "layer", "weight"):
-            keep.pop(f"model.aux_ctc.{key}", None)
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     for path in (*cfg.data.training_manifests(), cfg.data.manifest("dev")):
         h.update(path.read_bytes())

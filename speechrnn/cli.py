@@ -27,16 +27,39 @@ import argparse
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 import time
 import traceback
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from . import __version__
-from .config import DataConfig, EvalConfig, FeatureConfig, ModelConfig
+from . import __version__, pipeline
+from .checkpoint import Interrupted
+from .config import (
+    DataConfig,
+    EvalConfig,
+    FeatureConfig,
+    ModelConfig,
+    ctc_frames_per_second,
+    load_pipeline_config,
+)
+from .corpora import IMPORTERS, ImportOptions, import_corpus, make_synth_corpus
+from .corpora.fsdd import import_fsdd
+from .decoding import Decoding, DecodingOptions
+from .distribute import set_cluster
 from .errors import InputError, NotFoundError, SpeechRNNError
+from .formats import format_transcript
+from .lexicon import Lexicon, build_lexicon, recipe_words, source_words
+from .lm import WordLM
+from .lm_build import build_lm, lm_from_sources
 from .manifest import format_stats, manifest_stats, read_manifest
-from .serve import ServeLimits
+from .model_dir import resolve_model
+from .pipeline import evaluate, find_audio, prepare, transcribe
+from .serve import ServeLimits, serve
+from .tracking.servers import ui_command
 
 
 def _speakers(value: str) -> tuple[str, ...]:
@@ -44,9 +67,6 @@ def _speakers(value: str) -> tuple[str, ...]:
 
 
 def _import_options(args) -> object:
-    from .config import ctc_frames_per_second
-    from .corpora import ImportOptions
-
     fps = ctc_frames_per_second(FeatureConfig(hop_ms=args.hop_ms, win_ms=max(
         FeatureConfig.win_ms, args.hop_ms)), ModelConfig(subsampling=args.subsampling))
     return ImportOptions(
@@ -73,9 +93,6 @@ def _report(result) -> None:
 
 
 def cmd_import(args) -> int:
-    from .corpora import IMPORTERS, import_corpus
-    from .corpora.fsdd import import_fsdd
-
     options = _import_options(args)
     if args.kind == "fsdd":
         if not Path(args.source).exists():
@@ -90,8 +107,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from .corpora import make_synth_corpus
-
     result = make_synth_corpus(_import_options(args), train=args.train, dev=args.dev,
                                test=args.test, digit_share=args.digit_share)
     _report(result)
@@ -99,9 +114,6 @@ def cmd_synth(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .config import load_pipeline_config
-    from .pipeline import prepare
-
     cfg = load_pipeline_config(args.config, args.overrides)
     result = prepare(cfg, args.corpora, force=args.force,
                      progress=False if args.quiet else None)
@@ -113,13 +125,10 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from . import pipeline
-    from .config import load_pipeline_config
-
     cfg = load_pipeline_config(args.config, args.overrides)
     progress = False if args.quiet else None
     pipeline.prepare(cfg, args.corpora, progress=progress)
-    for split, index in pipeline.features(cfg, workers=args.workers, progress=progress,
+    for split, index in pipeline.extract_features(cfg, workers=args.workers, progress=progress,
                                           corpora=args.corpora).items():
         print(f"{split}: {len(index)} items, {index.hours:.3f} h, {len(index.files)} shards, "
               f"{len(index.skipped)} skipped ({index.folder})")
@@ -131,14 +140,8 @@ def cmd_features(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import pipeline
-    from .checkpoint import Interrupted
-    from .config import load_pipeline_config
-
     cfg = load_pipeline_config(args.config, args.overrides)
     if args.workers:
-        from .distribute import set_cluster
-
         set_cluster(args.workers.split(","), args.worker_index)
     progress = False if args.quiet else None
     pipeline.prepare(cfg, args.corpora, progress=progress)
@@ -161,11 +164,6 @@ def _decoding(args):
     model's own decoding, else greedy) when no flag chooses one. ``--beam-width``,
     ``--lm-weight``, ``--word-bonus`` or ``--engine`` alone change the model's own beam
     search (its LM kept; beam search without an LM when it saved none)."""
-    from dataclasses import replace
-
-    from .decoding import Decoding, DecodingOptions
-    from .lm import WordLM
-    from .model_dir import resolve_model
 
     if args.lm and (args.lm_from or args.lm_text):
         raise InputError("--lm (an ARPA file) or --lm-from/--lm-text (build one), not both")
@@ -180,14 +178,12 @@ def _decoding(args):
         own = Decoding.of_model(resolve_model(args.model)) or Decoding(DecodingOptions("beam"))
         return Decoding(replace(own.options, **given), own.lm)
     lm = WordLM.load(args.lm) if args.lm else \
-        WordLM.from_sources(args.lm_from, args.lm_text, order=args.lm_order)
+        lm_from_sources(args.lm_from, args.lm_text, order=args.lm_order)
     method = args.decoder or ("beam" if wants_lm else "greedy")
     return Decoding(DecodingOptions(method=method, **given), lm)
 
 
 def cmd_lm(args) -> int:
-    from .lm import build_lm
-
     if not (args.text or args.manifest):
         raise InputError("give --text FILE or --manifest FILE (repeatable) to build from")
     stats = build_lm(args.text, args.manifest, args.out, order=args.order,
@@ -197,18 +193,11 @@ def cmd_lm(args) -> int:
 
 
 def cmd_lexicon(args) -> int:
-    from collections import Counter
-
-    from .lexicon import Lexicon, build_lexicon, recipe_words, source_words
-
     if not (args.config or args.manifest or args.text):
         raise InputError("give --config C.yaml, or --manifest FILE / --text FILE "
                          "(repeatable): the words to spell")
     words = Counter(source_words(args.manifest, args.text))
     if args.config:  # the recipe's words: its training and dev transcripts, its LM text
-        from .config import load_pipeline_config
-        from .pipeline import prepare
-
         cfg = load_pipeline_config(args.config, args.overrides)
         prepare(cfg, args.corpora, progress=False if args.quiet else None)
         words.update(recipe_words(cfg, args.corpora)[1])
@@ -238,8 +227,6 @@ def _list_words(what: str, words: dict[str, str], shown: int = 20) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .pipeline import evaluate
-
     report = evaluate(args.model, args.manifest, _decoding(args), out=args.out,
                       run_id=args.run_id, name=args.name, backend=args.backend,
                       vad=not args.no_vad, progress=False if args.quiet else None,
@@ -258,9 +245,6 @@ def _output_name(path: Path, fmt: str, used: set[str]) -> str:
 
 
 def cmd_transcribe(args) -> int:
-    from .formats import format_transcript
-    from .pipeline import find_audio, transcribe
-
     files, failures = find_audio(args.paths)
     for line in failures:
         print(f"speechrnn: error: {line}", file=sys.stderr)
@@ -291,11 +275,6 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    import signal
-    import subprocess
-
-    from .tracking import ui_command
-
     command, env = ui_command(args.host, args.port)
     print(f"serving the MLflow UI at http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
     # MLflow's server and its workers in a process group of their own, stopped with us
@@ -313,8 +292,6 @@ def cmd_ui(args) -> int:
 
 def _stop_group(proc, grace: float = 10.0) -> None:
     """SIGTERM to ``proc``'s process group, SIGKILL to what is left after ``grace`` s."""
-    import signal
-    import subprocess
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -332,8 +309,6 @@ def _stop_group(proc, grace: float = 10.0) -> None:
 
 
 def cmd_serve(args) -> int:
-    from .serve import ServeLimits, serve
-
     limits = ServeLimits(args.max_request_mb, args.max_audio_s, args.timeout_s,
                          args.max_concurrent, args.max_queue)
     print(f"serving model {args.model} at http://{args.host}:{args.port} (Ctrl-C stops)",
@@ -415,8 +390,6 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .corpora import IMPORTERS
-
     parser = argparse.ArgumentParser(prog="speechrnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true",

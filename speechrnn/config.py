@@ -8,6 +8,7 @@ keys are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,12 +17,29 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
-from .manifest import manifest_path
+from .errors import InputError, NotFoundError
 
 
 class ConfigError(InputError):
     """A configuration value or key that cannot be used."""
+
+
+def manifest_path(folder: str | Path, name: str, fmt: str) -> Path:
+    """The file of manifest ``name`` in ``folder``: ``<folder>/<name>.<jsonl|tsv>``."""
+    return Path(folder) / f"{name}.{fmt}"
+
+
+def resolve_source(source: str, corpora: str | Path | None = None) -> Path:
+    """``source`` as given if it exists, else under the corpora folder
+    (``corpora`` or ``$SPEECHRNN_CORPORA``)."""
+    path = Path(source)
+    if path.exists() or path.is_absolute():
+        return path
+    root = corpora or os.environ.get("SPEECHRNN_CORPORA")
+    if root and (Path(root) / source).exists():
+        return Path(root) / source
+    raise NotFoundError(f"{source}: corpus source not found (give a path, or set "
+                        "--corpora / SPEECHRNN_CORPORA to the folder that holds it)")
 
 
 def output_frames(frames, stride: int):

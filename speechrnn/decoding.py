@@ -36,9 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import fastbeam
 from .config import Config, EvalConfig
 from .errors import InputError, MissingDependencyError
-from .lm import EOS, WordLM, recipe_lm
+from .files import atomic_write, atomic_write_text
+from .lm import EOS, WordLM
+from .lm_build import recipe_lm
 from .text import Alphabet
 
 BUNDLED_DECODING = "decoding.json"  # in a model directory: how it decodes by default
@@ -129,7 +132,7 @@ class Decoding:
     @classmethod
     def for_recipe(cls, cfg: Config, method: str = "beam", corpora=None) -> Decoding:
         """How a recipe decodes: greedy, or beam search as its ``eval`` section says with
-        its word LM (:func:`speechrnn.lm.recipe_lm`: the training transcripts and
+        its word LM (:func:`speechrnn.lm_build.recipe_lm`: the training transcripts and
         ``eval.lm_text``, or ``eval.lm_arpa``; text files looked up under ``corpora``)."""
         if method == "greedy":
             return cls()
@@ -140,7 +143,6 @@ class Decoding:
         ``decoding.json`` (the engine is left to each machine), the LM to ``lm.arpa``
         (KenLM reads it too); a former ``lm.arpa`` is removed when there is no LM.
         Returns the files written."""
-        from .files import atomic_write, atomic_write_text
 
         model_dir = Path(model_dir)
         lm_file = model_dir / BUNDLED_LM
@@ -374,7 +376,6 @@ def lexicon_search(alphabet: Alphabet, options: DecodingOptions, lm: WordLM | No
     if phones and options.engine == "python":
         raise InputError("a phone model decodes with its lexicon in flashlight-text's "
                          "search: decoding engine auto or flashlight, not python")
-    from . import fastbeam
 
     if not fastbeam.available():
         if options.engine == "flashlight" or phones:

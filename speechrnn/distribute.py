@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 from .config import Config
@@ -80,7 +81,6 @@ def set_cluster(workers: list[str] | tuple[str, ...], index: int) -> Cluster:
 def local_workers(n: int) -> list[str]:
     """``n`` worker addresses on this machine (127.0.0.1 and a free port each): a cluster
     to try multi-worker training on one machine."""
-    import socket
 
     sockets = [socket.socket() for _ in range(n)]
     try:

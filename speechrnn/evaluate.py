@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass, replace
 
 import jiwer
 
+from .audio import AudioError, load_audio
 from .errors import InputError
+from .lexicon import phones_only, spell_references
+from .progress import progress_bar
 from .text import TextError, normalize_text
 
 
@@ -75,7 +78,6 @@ def error_rates(references: list[str], hypotheses: list[str]) -> ErrorRates:
 def phone_error_rate(references: list[str], hypotheses: list[str]) -> float:
     """Phones wrong (substituted, deleted, inserted) / reference phones, over phone strings
     (``HH AH L OW | W ER L D``); word separators are not counted."""
-    from .lexicon import phones_only
 
     refs = [phones_only(r) for r in references]
     keep = [i for i, r in enumerate(refs) if r]
@@ -113,8 +115,6 @@ def speaker_statistics(transcriber, rows, progress: bool | None = None) -> dict:
     """``{speaker: CMVN}``: each speaker's statistics, pooled over all of that speaker's
     ``rows`` (their audio only, never their transcripts). Rows without a speaker, and
     unreadable ones, add nothing."""
-    from .audio import AudioError, load_audio
-    from .progress import progress_bar
 
     groups: dict[str, list] = {}
     for row in rows:
@@ -143,8 +143,6 @@ def evaluate_each(transcriber, rows, choices, progress: bool | None = None,
     """:func:`evaluate_model` with each of several decoding options (None: the
     transcriber's own), the network run once per utterance: a (ErrorRates,
     [UtteranceScore]) per option."""
-    from .audio import AudioError, load_audio
-    from .progress import progress_bar
 
     stats = speaker_statistics(transcriber, rows, progress) if transcriber.speaker_cmvn else {}
     hyps: list[dict[int, tuple[str, float | None, str]]] = [{} for _ in choices]
@@ -170,8 +168,6 @@ def evaluate_each(transcriber, rows, choices, progress: bool | None = None,
     refs = [_normal(r.text) for r in rows]
     ref_phones = None
     if transcriber.alphabet.units == "phones":
-        from .lexicon import spell_references
-
         ref_phones = spell_references(transcriber.alphabet, refs)
     results = []
     for found in hyps:
@@ -206,11 +202,10 @@ def word_errors(scores: list[UtteranceScore]) -> Counter:
     return counts
 
 
-def tune_lm(transcriber, rows, pairs, progress: bool | None = None):
+def search_lm_weights(transcriber, rows, pairs, progress: bool | None = None):
     """Beam search with each (LM weight, word bonus) of ``pairs`` on manifest ``rows``
     (dev: never the test set). Returns the best :class:`DecodingOptions` (lowest WER, then
     CER, then the pair listed first) and a dict per pair (weight, bonus, WER, CER)."""
-    from dataclasses import replace
 
     base = replace(transcriber.options, method="beam")
     choices = [replace(base, lm_weight=weight, word_bonus=bonus) for weight, bonus in pairs]

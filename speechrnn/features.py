@@ -19,6 +19,7 @@ from pathlib import Path
 
 import librosa
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .audio import AudioError, load_audio
 from .config import FeatureConfig
@@ -46,8 +47,6 @@ class _OneBlasThread:
         with self._lock:
             if not self._users:
                 if self._controller is None:
-                    from threadpoolctl import ThreadpoolController
-
                     self._controller = ThreadpoolController()
                 self._limiter = self._controller.limit(limits=1, user_api="blas")
             self._users += 1

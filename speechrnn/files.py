@@ -20,14 +20,17 @@ and that the previous one is intact.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from .errors import NotFoundError
 
 TMP_PREFIX = ".tmp-"  # temporaries: never read as data (see also speechrnn.shards)
 
@@ -174,7 +177,6 @@ def _exchange(a: Path, b: Path) -> bool:
     system or file system cannot."""
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes
 
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
@@ -189,3 +191,16 @@ def _exchange(a: Path, b: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(b))
+
+
+def source_stamps(paths: Iterable[str | Path]) -> list[list]:
+    """Each source file's path, size and modification time: what a model built from them
+    (the LM, the lexicon) is kept with, to be built again when one changes."""
+    stamps = []
+    for path in paths:
+        try:
+            st = Path(path).stat()
+        except OSError as err:
+            raise NotFoundError(f"{path}: cannot read source ({err.strerror})") from None
+        stamps.append([str(path), st.st_size, st.st_mtime_ns])
+    return stamps

@@ -30,9 +30,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import resolve_source
 from .errors import InputError, NotFoundError
-from .files import atomic_write_text
-from .lm import source_sentences, source_stamps
+from .files import atomic_write_text, source_stamps
+from .lm_build import source_sentences
 from .text import Alphabet, TextError
 
 PHONES = tuple("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R "
@@ -391,8 +392,6 @@ def load_units(path: str | Path) -> Alphabet:
 def recipe_words(cfg, corpora: str | Path | None = None) -> tuple[list[Path], dict[str, int]]:
     """The files a recipe's words come from (its training and dev manifests, its
     ``eval.lm_text``) and those words with their counts (:func:`source_words`)."""
-    from .corpora import resolve_source
-
     sources = [*cfg.data.training_manifests(), cfg.data.manifest("dev"),
                *(resolve_source(t, corpora) for t in cfg.eval.lm_text)]
     manifests = sources[:-len(cfg.eval.lm_text)] if cfg.eval.lm_text else sources

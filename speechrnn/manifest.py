@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError, NotFoundError
 from .files import atomic_write
 
@@ -84,7 +86,7 @@ def text_encoding(data: bytes) -> tuple[str, int]:
     return "utf-8", 0
 
 
-def decode_text(data: bytes) -> str:
+def text_of_bytes(data: bytes) -> str:
     """A text file's bytes as text (:func:`text_encoding`). Bytes that are not valid in
     that encoding come out as lone surrogates U+DC00 + byte for the caller to find with
     :func:`undecodable`, line by line, instead of failing the whole file."""
@@ -94,9 +96,9 @@ def decode_text(data: bytes) -> str:
 
 
 def read_text(path: str | Path) -> str:
-    """:func:`decode_text` of a file. Raises ``OSError`` as ``open`` does."""
+    """:func:`text_of_bytes` of a file. Raises ``OSError`` as ``open`` does."""
     with open(path, "rb") as f:
-        return decode_text(f.read())
+        return text_of_bytes(f.read())
 
 
 def text_file_lines(path: str | Path, what: str = "text") -> Iterator[str]:
@@ -124,7 +126,7 @@ def text_lines(text: str) -> list[str]:
 
 
 def undecodable(text: str) -> str | None:
-    """Why ``text`` (from :func:`decode_text`) is not text, or None: "not valid text (byte
+    """Why ``text`` (from :func:`text_of_bytes`) is not text, or None: "not valid text (byte
     0xff)"."""
     m = _ESCAPED.search(text)
     return None if m is None else f"not valid text (byte 0x{ord(m.group()) - 0xDC00:02x})"
@@ -227,11 +229,6 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     return rows
 
 
-def manifest_path(folder: str | Path, name: str, fmt: str) -> Path:
-    """The file of manifest ``name`` in ``folder``: ``<folder>/<name>.<jsonl|tsv>``."""
-    return Path(folder) / f"{name}.{fmt}"
-
-
 def write_manifest(path: str | Path, rows: list[Utterance]) -> Path:
     """Write rows with audio paths relative to the manifest's folder."""
     path = Path(path)
@@ -261,7 +258,6 @@ def write_manifest(path: str | Path, rows: list[Utterance]) -> Path:
 
 def manifest_stats(rows: list[Utterance], bins: int = 10) -> dict:
     """Utterances, hours, speakers, duration spread and a duration histogram."""
-    import numpy as np
 
     durations = np.array([r.duration for r in rows], dtype=np.float64)
     stats = {

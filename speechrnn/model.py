@@ -15,7 +15,7 @@ same weights (kernel, recurrent kernel, bias; gates i, f, c, o) and results:
 
 ``auto`` takes ``keras`` when TensorFlow sees a GPU, else ``scan``. The weights file's
 layout differs between them, so ``model.json`` records the one a model was saved with
-(``lstm_impl``; none: ``scan``) and :func:`load_model` builds that one, then moves the
+(``lstm_impl``; none: ``scan``) and :func:`load_network` builds that one, then moves the
 weights (:func:`transfer_weights`) to the implementation asked for.
 
 Under the ``mixed_float16`` Keras dtype policy the network computes in float16 and the
@@ -24,7 +24,7 @@ CTC head and log-softmax in float32: the log-probabilities are always float32.
 A trained model is saved as a directory (:func:`save_model`, which replaces it whole):
 ``model.weights.h5``, ``model.json`` (model and feature configuration), ``alphabet.json``
 and, when ONNX is installed, ``model.onnx`` (see :mod:`speechrnn.export`).
-:func:`load_model` rebuilds the network from that configuration and loads the weights: no
+:func:`load_network` rebuilds the network from that configuration and loads the weights: no
 pickled code.
 """
 
@@ -40,6 +40,7 @@ import tensorflow as tf
 from keras import layers
 
 from .config import FeatureConfig, ModelConfig, from_dict
+from .export import export_onnx, onnx_available
 from .files import check_space, replace_dir
 from .lexicon import units_size
 from .model_dir import FORMAT_VERSION, read_model_dir
@@ -159,6 +160,10 @@ class BiLSTM(layers.Layer):
         else:
             self.forward_lstm = layers.LSTM(units, return_sequences=True, name="forward")
             self.backward_lstm = layers.LSTM(units, return_sequences=True, name="backward")
+
+    def direction_weights(self) -> tuple[tuple, tuple]:
+        """:func:`lstm_weights` of the forward and the backward direction."""
+        return lstm_weights(self.forward_lstm), lstm_weights(self.backward_lstm)
 
     def call(self, x, lengths):
         forward = self.forward_lstm(x)
@@ -284,8 +289,6 @@ def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
         with replace_dir(path) as folder:
             save_model(folder, model, features, alphabet, extra, atomic=False)
         return path
-    from .export import export_onnx, onnx_available
-
     onnx = onnx_available()
     weight_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
                        for w in model.weights)
@@ -303,7 +306,7 @@ def save_model(path: str | Path, model: AcousticModel, features: FeatureConfig,
     return path
 
 
-def load_model(path: str | Path, lstm_impl: str | None = None
+def load_network(path: str | Path, lstm_impl: str | None = None
                ) -> tuple[AcousticModel, FeatureConfig, Alphabet, dict]:
     """Rebuild a model directory written by :func:`save_model`, with the LSTM
     implementation ``lstm_impl`` (``scan``, ``keras`` or ``auto``; None: ``auto``, decided

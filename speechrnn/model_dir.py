@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import FeatureConfig, ModelConfig, ctc_frames_per_second, from_dict
 from .errors import InputError, NotFoundError
+from .lexicon import load_units
 from .text import Alphabet
 
 FORMAT_VERSION = 1
@@ -99,7 +100,6 @@ def read_model_dir(path: str | Path) -> ModelFiles:
     if meta.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: model format {meta.get('format_version')} is not "
                          f"supported (expected {FORMAT_VERSION})")
-    from .lexicon import load_units
 
     return ModelFiles(path, meta, from_dict(FeatureConfig, meta["features"]),
                       load_units(path / "alphabet.json"))
@@ -109,7 +109,7 @@ def resolve_model(model: str | Path, tracking_uri: str | None = None) -> Path:
     """A local model directory for a path, ``runs:/...`` or ``models:/...`` URI."""
     text = str(model)
     if text.startswith(("runs:/", "models:/")):
-        from .tracking import download_model
+        from .tracking.registry import download_model
 
         return download_model(text, tracking_uri)
     path = Path(text)

@@ -18,19 +18,33 @@ Importing this module loads neither TensorFlow nor MLflow: each stage loads what
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES, AudioError
+from .checkpoint import latest_state
 from .config import Config
+from .corpora import prepare_data
 from .decoding import Decoding
+from .distribute import Cluster
 from .errors import InputError
-from .evaluate import ErrorRates, UtteranceScore
+from .evaluate import ErrorRates, UtteranceScore, evaluate_model, search_lm_weights
+from .files import atomic_write_text
+from .lexicon import recipe_targets
+from .manifest import read_manifest
+from .progress import progress_bar
+from .report import write_report
+from .tracking import experiment_name, make_tracker
+from .vad import VadOptions
+from .warmstart import check_first_stage
 
-__all__ = ["Decoding", "Report", "bundle", "evaluate", "features", "find_audio", "load", "prepare",
-           "recipe_decoding", "train", "transcribe", "tune_lm"]
+__all__ = ["Decoding", "Report", "bundle", "evaluate", "extract_features", "find_audio", "load",
+           "prepare", "recipe_decoding", "train", "transcribe", "tune_lm"]
 
 
 def prepare(cfg: Config, corpora: str | Path | None = None, force: bool = False,
@@ -39,13 +53,12 @@ def prepare(cfg: Config, corpora: str | Path | None = None, force: bool = False,
     they are already there and built with the same settings. Returns the import result,
     or None when nothing had to be built. ``corpora``: the folder that holds the corpora
     (else ``$SPEECHRNN_CORPORA``)."""
-    from .corpora import prepare_data
 
     return prepare_data(cfg.data, corpora, force=force, progress=progress,
                         ctc_frames_per_second=cfg.ctc_frames_per_second)
 
 
-def features(cfg: Config, workers: int | None = None, progress: bool | None = None,
+def extract_features(cfg: Config, workers: int | None = None, progress: bool | None = None,
              corpora: str | Path | None = None) -> dict:
     """Extract the features of the train and dev manifests (:func:`prepare` them first)
     into TFRecord shards under ``cfg.data.shard_dir()`` (``train``, ``dev``), in ``workers``
@@ -54,7 +67,6 @@ def features(cfg: Config, workers: int | None = None, progress: bool | None = No
     (:class:`speechrnn.shards.ShardIndex`: items, hours, files, skipped). Loads no
     TensorFlow. A phone model's lexicon (:func:`speechrnn.lexicon.recipe_lexicon`, its LM
     text under ``corpora``) spells the labels."""
-    from .lexicon import recipe_targets
     from .shards import config_shards
 
     alphabet, aux = recipe_targets(cfg, corpora, progress is not False)
@@ -68,10 +80,6 @@ def train(cfg: Config, fresh: bool = False, track: bool = True, progress: bool |
     chief alone when several workers train together. A first stage (``train.init_from``
     naming a recipe) is prepared and trained first unless it has finished or this stage
     has begun (``fresh`` starts this stage over, not that one)."""
-    from .checkpoint import latest_state
-    from .distribute import Cluster
-    from .tracking import make_tracker
-    from .train import check_first_stage
     from .train import train as run
 
     begun = not fresh and latest_state(cfg.workdir) is not None  # resumes on its own
@@ -93,7 +101,7 @@ def recipe_decoding(cfg: Config, method: str = "beam",
                     corpora: str | Path | None = None) -> Decoding:
     """How a recipe's evaluate stage decodes: ``greedy``, or ``beam`` with the width, LM
     weight and word bonus of its ``eval`` section and its word LM
-    (:func:`speechrnn.lm.recipe_lm`: the training transcripts and ``eval.lm_text``, or
+    (:func:`speechrnn.lm_build.recipe_lm`: the training transcripts and ``eval.lm_text``, or
     ``eval.lm_arpa``)."""
     return Decoding.for_recipe(cfg, method, corpora)
 
@@ -107,17 +115,11 @@ def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
     tried. ``out``: the table is written there as ``lm_tuning.tsv``; ``run_id``: the chosen
     values are logged as metrics (``dev_tuned_lm_weight``, ``dev_tuned_word_bonus``) and
     the table as an artifact of that MLflow run."""
-    from dataclasses import replace
-
-    from .evaluate import tune_lm as tune
-    from .manifest import read_manifest
 
     transcriber = load(model, decoding, backend, speaker_cmvn=speaker_cmvn)
-    options, table = tune(transcriber, read_manifest(manifest), list(pairs), progress)
+    options, table = search_lm_weights(transcriber, read_manifest(manifest), list(pairs), progress)
     files = []
     if out is not None:
-        from .files import atomic_write_text
-
         path = Path(out) / "lm_tuning.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "lm_weight\tword_bonus\twer\tcer\n" + "".join(
@@ -125,7 +127,7 @@ def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
             for r in table))
         files.append(path)
     if run_id:
-        from .tracking import log_to_run
+        from .tracking.runs import log_to_run
 
         log_to_run(run_id, {"dev_tuned_lm_weight": options.lm_weight,
                             "dev_tuned_word_bonus": options.word_bonus,
@@ -139,14 +141,11 @@ def bundle(cfg: Config, decoding: Decoding, run_id: str | None = None) -> list[P
     ``speechrnn transcribe`` and ``serve`` use it unasked. With ``run_id`` (tracking on),
     the model is logged to that run again, with it, and registered as a new version under
     the same name; ``mlflow.json`` then names that version. Returns the files written."""
-    import json
-
-    from .files import atomic_write_text
 
     model_dir = cfg.model_dir
     files = decoding.save(model_dir)
     if run_id and cfg.tracking.enabled:
-        from .tracking import experiment_name, log_model_to_run
+        from .tracking.runs import log_model_to_run
 
         info = log_model_to_run(run_id, model_dir,
                                 cfg.tracking.register_as or experiment_name(cfg),
@@ -164,8 +163,7 @@ def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bo
     (:meth:`Decoding.save`), else greedy. ``vad=False``: decode every sound as speech
     (noise and tones too). ``speaker_cmvn``: evaluation normalises each utterance with its
     speaker's pooled statistics (None: as the model's recipe chose)."""
-    from .transcribe import Transcriber, load_model
-    from .vad import VadOptions
+    from .transcribe import Transcriber, load_transcriber
 
     if isinstance(model, Transcriber):
         return model
@@ -173,8 +171,8 @@ def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bo
         model = model.model_dir
     common = {"backend": backend, "vad": VadOptions(enabled=vad), "speaker_cmvn": speaker_cmvn}
     if decoding is None:  # the model's own decoding (decoding.json), else greedy
-        return load_model(model, **common)
-    return load_model(model, options=decoding.options, lm=decoding.lm, **common)
+        return load_transcriber(model, **common)
+    return load_transcriber(model, options=decoding.options, lm=decoding.lm, **common)
 
 
 @dataclass
@@ -212,9 +210,6 @@ def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
     and the report as artifacts to that MLflow run (``name`` defaults to the manifest's).
     ``speaker_cmvn``: each utterance normalised with the statistics of all its speaker's
     utterances in the manifest (None: as the model's recipe chose, ``eval.speaker_cmvn``)."""
-    from .evaluate import evaluate_model
-    from .manifest import read_manifest
-    from .report import write_report
 
     transcriber = load(model, decoding, backend, vad, speaker_cmvn)
     decoding = Decoding(transcriber.options, transcriber.lm)
@@ -223,13 +218,11 @@ def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
                     str(manifest), decoding, transcriber.backend, rates, scores,
                     run_id=run_id, speaker_cmvn=transcriber.speaker_cmvn)
     if out is None and run_id:
-        import tempfile
-
         out = tempfile.mkdtemp(prefix="speechrnn-eval-")
     if out is not None:
         report.files = write_report(Path(out), report.summary(), scores)
     if run_id:
-        from .tracking import log_to_run
+        from .tracking.runs import log_to_run
 
         tag = f"{name or Path(manifest).stem}_{decoding.name}"
         log_to_run(run_id, {f"{tag}_{k}": getattr(rates, k) for k in
@@ -242,7 +235,6 @@ def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
 def find_audio(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     """Audio files named, found in folders (recursively) or matched by glob patterns; and
     a line for each path that gave none."""
-    import glob
 
     files, missing = [], []
     for p in map(str, paths):
@@ -272,7 +264,6 @@ def transcribe(model, sources: Iterable, decoding: Decoding | None = None, *,
     ``speaker_cmvn``: the inputs are one speaker's; each is normalised with statistics
     pooled over all of them (:meth:`~speechrnn.transcribe.Transcriber.speaker_stats`: a
     first pass reads them all), which helps short clips most."""
-    from .progress import progress_bar
 
     transcriber = load(model, decoding, backend, vad)
     sources = list(sources)

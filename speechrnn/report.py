@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jiwer
 
+from .audio import AudioError, load_audio, save_audio
 from .evaluate import UtteranceScore, word_errors
 from .files import atomic_write, atomic_write_text
 
@@ -137,7 +138,6 @@ def write_worst(out: Path, scores: list[UtteranceScore], rows: Sequence | None =
     file's path under ``out``) and problem. An utterance whose audio cannot be read or
     written is in the table with the reason as its problem, without a file: the others
     are still written. Returns the files written, the table first."""
-    from .audio import AudioError, load_audio, save_audio
 
     if rows is not None and len(rows) != len(scores):
         raise ValueError(f"{len(rows)} manifest rows for {len(scores)} scores")

@@ -6,7 +6,7 @@ server answering under oversized, hostile or simply too many requests.
 The server is MLflow's scoring app (``POST /invocations`` with ``dataframe_split`` JSON of
 base64 audio, ``GET /ping``) and the transcription page (``GET /``, ``POST /api/transcribe``
 of one raw audio file: :mod:`speechrnn.web`), run by uvicorn in this process, both wrapped
-by :class:`Limits`:
+by :class:`LimitsMiddleware`:
 
 - a body over ``max_request_mb`` gets 413 with the reason; it is never held in memory;
 - at most ``max_concurrent`` requests are transcribed at once and ``max_queue`` wait (their
@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
+import ctypes.util
 import functools
 import json
 import time
 from dataclasses import dataclass
 
+from .audio import AudioError, audio_duration
 from .errors import InputError, reason
+from .tracking.servers import scoring_app
 from .web import Page, model_card
 
 # when the request being served must be answered (time.monotonic()); None: no limit
@@ -61,7 +65,6 @@ def transcribe_item(transcriber, audio, limits: ServeLimits = ServeLimits()):
     :class:`~speechrnn.transcribe.Transcript`) within ``limits`` and the request's
     ``deadline``. Raises :class:`InputError` or :class:`~speechrnn.audio.AudioError` with
     the reason when it is not audio, too long, or the request's time is up."""
-    from .audio import audio_duration
 
     if isinstance(audio, str):
         raise InputError("not base64-encoded audio")
@@ -81,7 +84,6 @@ def transcribe_items(transcriber, items, limits: ServeLimits = ServeLimits()) ->
     """Transcribe audio files given as bytes: one dict per item with ``text``,
     ``confidence``, ``words`` (a list of {word, start, end, confidence}) and ``error``
     ("" or why that item was not transcribed). Never raises for a bad item."""
-    from .audio import AudioError
 
     rows = []
     for i, audio in enumerate(items):
@@ -96,7 +98,7 @@ def transcribe_items(transcriber, items, limits: ServeLimits = ServeLimits()) ->
     return rows
 
 
-class Limits:
+class LimitsMiddleware:
     """ASGI middleware: request size, concurrency and time limits in front of ``app``."""
 
     def __init__(self, app, limits: ServeLimits = ServeLimits()):
@@ -175,8 +177,6 @@ class Limits:
 @functools.cache
 def _libc():
     """glibc, or None (another C library: its allocator is left as it is)."""
-    import ctypes
-    import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -237,14 +237,13 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 5001,
     ``/`` (:mod:`speechrnn.web`), until SIGTERM or Ctrl-C."""
     import uvicorn
 
-    from .tracking import model_record
-    from .tracking.servers import scoring_app
+    from .tracking.registry import model_record
 
     _one_arena()
     scoring, transcriber = scoring_app(model, limits, uri)
     card = model_card(model, transcriber, limits, model_record(model, uri))
     page = Page(scoring, functools.partial(transcribe_item, transcriber, limits=limits), card)
-    app = Limits(page, limits)
+    app = LimitsMiddleware(page, limits)
     # uvicorn's own backstop: connections beyond these get 503 before any of our code runs
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 limit_concurrency=limits.max_concurrent + limits.max_queue + 8,

@@ -63,12 +63,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .audio import AudioError
 from .config import FeatureConfig, output_frames
 from .errors import InputError
 from .features import CACHE_VERSION, CMVN, FeatureExtractor, utterance_std
 from .files import atomic_write, atomic_write_text
+from .lexicon import recipe_targets
 from .manifest import Utterance, read_manifest
 from .progress import progress_bar
 from .text import Alphabet, TextError, ctc_min_frames
@@ -324,7 +326,6 @@ _worker_state: list = []
 def _init_worker(counter) -> None:
     """In each worker process: count items into ``counter``; Ctrl-C is the parent's; one
     BLAS thread (the processes already fill the cores)."""
-    from threadpoolctl import threadpool_limits
 
     global _tick
 
@@ -456,29 +457,44 @@ def _finished(folder: Path, number: int, digest: str) -> dict | None:
     return meta if whole else None
 
 
-def build_shards(rows: Sequence[Utterance], folder: str | Path,
-                 features: FeatureConfig = FeatureConfig(), alphabet: Alphabet | None = None,
-                 stride: int = 1, *, cmvn: CMVN | None = None, cache: str | None = None,
-                 shard_minutes: float = 30.0, workers: int | None = None,
-                 progress: bool | None = None, desc: str = "features",
-                 build: bool = True, aux: Alphabet | None = None) -> ShardIndex | None:
-    """Extract the features of ``rows`` into a shard set in ``folder``, unless a current one
-    is there (only missing or stale shards are extracted); return its index.
+@dataclass(frozen=True)
+class ShardSpec:
+    """What a shard set's records hold (and so what its digest covers besides the rows)."""
 
-    ``stride``: the model's time stride (the CTC length check). ``cmvn``: with
-    ``features.cmvn: global``, the statistics to normalise with (None: computed from
-    ``rows`` by a first pass). ``cache``: the feature cache folder. ``workers``: processes
-    (None: every core). ``progress``: a bar of utterances done. ``build=False``: only look
-    (a worker waiting for the chief's shards): None unless a current set is there.
-    ``aux``: the units of the auxiliary labels the records carry too (None: none).
+    features: FeatureConfig = FeatureConfig()
+    alphabet: Alphabet = dataclasses.field(default_factory=Alphabet)  # the labels' units
+    stride: int = 1  # the model's time stride (the CTC length check)
+    shard_minutes: float = 30.0  # audio per shard file
+    # with features.cmvn global: the statistics to normalise with (None: computed from the
+    # rows by a first pass); ignored otherwise
+    cmvn: CMVN | None = None
+    aux: Alphabet | None = None  # the auxiliary labels' units (None: no auxiliary labels)
+
+    @property
+    def computed_cmvn(self) -> bool:
+        return self.features.cmvn == "global" and self.cmvn is None
+
+    def digest(self, rows: Sequence[Utterance]) -> str:
+        cmvn = self.cmvn if self.features.cmvn == "global" else None
+        return shard_digest(rows, self.features, self.alphabet, self.stride,
+                            self.shard_minutes, "computed" if self.computed_cmvn else cmvn,
+                            self.aux)
+
+
+def build_shards(rows: Sequence[Utterance], folder: str | Path, spec: ShardSpec = ShardSpec(),
+                 *, cache: str | None = None, workers: int | None = None,
+                 progress: bool | None = None, desc: str = "features",
+                 build: bool = True) -> ShardIndex | None:
+    """Extract the features of ``rows`` into a shard set in ``folder`` as ``spec`` says,
+    unless a current one is there (only missing or stale shards are extracted); return its
+    index.
+
+    ``cache``: the feature cache folder. ``workers``: processes (None: every core).
+    ``progress``: a bar of utterances done. ``build=False``: only look (a worker waiting
+    for the chief's shards): None unless a current set is there.
     """
-    alphabet = alphabet or Alphabet()
     folder = Path(folder)
-    if features.cmvn != "global":
-        cmvn = None
-    computed = features.cmvn == "global" and cmvn is None
-    digest = shard_digest(rows, features, alphabet, stride, shard_minutes,
-                          "computed" if computed else cmvn, aux)
+    digest = spec.digest(rows)
     meta = _read_json(folder / INDEX)
     if meta is not None and meta.get("version") == FORMAT_VERSION and \
             meta.get("digest") == digest:
@@ -490,14 +506,15 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
     folder.mkdir(parents=True, exist_ok=True)
     (folder / INDEX).unlink(missing_ok=True)
     workers = workers or os.cpu_count() or 1
-    spans = plan_shards(rows, shard_minutes)
+    spans = plan_shards(rows, spec.shard_minutes)
 
     def task(number: int, stats: CMVN | None) -> _Task:
         start, stop = spans[number]
-        return _Task(number, str(folder), start, tuple(rows[start:stop]), features,
-                     alphabet, aux, stride, cache, stats, digest)
+        return _Task(number, str(folder), start, tuple(rows[start:stop]), spec.features,
+                     spec.alphabet, spec.aux, spec.stride, cache, stats, digest)
 
-    if computed:
+    cmvn = spec.cmvn if spec.features.cmvn == "global" else None
+    if spec.computed_cmvn:
         cmvn = _global_stats(folder, [task(k, None) for k in range(len(spans))], digest,
                              workers, progress, desc)
     shards = [_finished(folder, k, digest) for k in range(len(spans))]
@@ -509,31 +526,42 @@ def build_shards(rows: Sequence[Utterance], folder: str | Path,
             shards[k] = meta
             for s in meta["skipped"]:
                 log_skipped(rows[s["row"]], s["reason"])
-    keep = {INDEX, "cmvn.json", "stats.json"} | {shard_name(k, suffix) for k in range(len(spans))
+    _tidy(folder, len(spans), spec, cmvn)
+    meta = _index_meta(spec, digest, len(rows), shards)
+    _write_json(folder / INDEX, meta)
+    return ShardIndex(folder, meta, rows)
+
+
+def _tidy(folder: Path, n_shards: int, spec: ShardSpec, cmvn: CMVN | None) -> None:
+    """Remove what is not part of the set (shards of an earlier plan, temporary files);
+    keep the statistics the features were normalised with in ``cmvn.json``."""
+    keep = {INDEX, "cmvn.json", "stats.json"} | {shard_name(k, suffix) for k in range(n_shards)
                                                    for suffix in (".tfrecord", ".json")}
     for path in folder.iterdir():
         if path.is_file() and path.name not in keep and path.name.startswith((".tmp-",
                                                                                 "shard-")):
             path.unlink(missing_ok=True)
-    if not computed:  # computed statistics were saved by the first pass
+    if not spec.computed_cmvn:  # computed statistics were saved by the first pass
         (folder / "stats.json").unlink(missing_ok=True)
         if cmvn is None:
             (folder / "cmvn.json").unlink(missing_ok=True)
         else:
             cmvn.save(folder / "cmvn.json")
-    meta = {"version": FORMAT_VERSION, "digest": digest,
-            "features": dataclasses.asdict(features), "alphabet": alphabet.key,
-            "aux": aux.key if aux is not None else None,
-            "stride": stride, "shard_minutes": shard_minutes,
-            "n_features": features.n_features, "rows": len(rows),
+
+
+def _index_meta(spec: ShardSpec, digest: str, n_rows: int, shards: list[dict]) -> dict:
+    """``index.json``: the set's settings, each shard's items and the skipped rows."""
+    return {"version": FORMAT_VERSION, "digest": digest,
+            "features": dataclasses.asdict(spec.features), "alphabet": spec.alphabet.key,
+            "aux": spec.aux.key if spec.aux is not None else None,
+            "stride": spec.stride, "shard_minutes": spec.shard_minutes,
+            "n_features": spec.features.n_features, "rows": n_rows,
             "items": sum(s["items"] for s in shards),
             "seconds": sum(s["seconds"] for s in shards),
             "shards": [{k: v for k, v in s.items() if k not in ("digest", "skipped",
                                                                  "seconds")}
                        for s in shards],
             "skipped": [s for shard in shards for s in shard["skipped"]]}
-    _write_json(folder / INDEX, meta)
-    return ShardIndex(folder, meta, rows)
 
 
 def config_shards(cfg: Config, rows: dict[str, list[Utterance]] | None = None,
@@ -551,18 +579,17 @@ def config_shards(cfg: Config, rows: dict[str, list[Utterance]] | None = None,
         rows = {"train": [r for p in cfg.data.training_manifests() for r in read_manifest(p)],
                 "dev": read_manifest(cfg.data.manifest("dev"))}
     if alphabet is None:
-        from .lexicon import recipe_targets
-
         alphabet, aux = recipe_targets(cfg, progress=progress is not False)
-    common = {"features": cfg.features, "alphabet": alphabet,
-              "stride": cfg.model.stride, "cache": cfg.data.cache or None,
-              "shard_minutes": cfg.data.shard_minutes, "workers": workers,
-              "progress": progress, "build": build}
+    spec = ShardSpec(cfg.features, alphabet, cfg.model.stride, cfg.data.shard_minutes)
+    run = {"cache": cfg.data.cache or None, "workers": workers, "progress": progress,
+           "build": build}
     stats = CMVN.load(cfg.features.cmvn_stats) \
         if cfg.features.cmvn == "global" and cfg.features.cmvn_stats else None
     root = cfg.data.shard_dir()
-    train = build_shards(rows["train"], root / "train", cmvn=stats, desc="train features",
-                         aux=aux, **common)
-    dev = train and build_shards(rows["dev"], root / "dev", cmvn=train.cmvn,
-                                 desc="dev features", **common)
+    train = build_shards(rows["train"], root / "train",
+                         dataclasses.replace(spec, cmvn=stats, aux=aux),
+                         desc="train features", **run)
+    dev = train and build_shards(rows["dev"], root / "dev",
+                                 dataclasses.replace(spec, cmvn=train.cmvn),
+                                 desc="dev features", **run)
     return {"train": train, "dev": dev} if dev else None

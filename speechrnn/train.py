@@ -2,14 +2,14 @@
 
 :func:`train` is the recipe, in named parts:
 
-1. :func:`load_data`: features for the train and dev manifests (cached; bad items reported
-   and skipped), each training manifest's utterances with its sampling weight
-   (``data.train_weight``, ``data.corpora``'s ``weight``: drawn that many times an epoch
-   on average), the mix printed once;
-2. :func:`train_one_epoch`: Adam with a warm-up + cosine learning-rate schedule
-   (:class:`Schedule`, annealed over the time budget when that ends training first) and
-   global-norm gradient clipping (:class:`Steps`); a batch whose loss or gradients are not
-   finite is skipped, weights untouched; SIGINT/SIGTERM checkpoint and stop
+1. :func:`speechrnn.training_data.load_data`: features for the train and dev manifests
+   (cached; bad items reported and skipped), each training manifest's utterances with its
+   sampling weight (``data.train_weight``, ``data.corpora``'s ``weight``: drawn that many
+   times an epoch on average), the mix printed once;
+2. :func:`train_one_epoch`: the compiled steps of :mod:`speechrnn.steps` (Adam with a
+   warm-up + cosine learning-rate schedule, annealed over the time budget when that ends
+   training first, and global-norm gradient clipping); a batch whose loss or gradients are
+   not finite is skipped, weights untouched; SIGINT/SIGTERM checkpoint and stop
    (:mod:`speechrnn.checkpoint`);
 3. :func:`evaluate_epoch`: dev loss, WER and CER (greedy, or beam search with a word LM of
    the training transcripts: ``train.dev_decoder``), with the moving average of the weights
@@ -22,9 +22,9 @@
 5. :func:`finish`: the best model exported to ``<workdir>/model``, logged to MLflow and
    registered.
 
-A fresh run may start from another model's weights (``train.init_from``: a model, or a
-recipe whose model :func:`speechrnn.pipeline.train` trains first): :func:`check_init_model`
-refuses one that does not fit before any data is loaded, :func:`start_from` loads it.
+A fresh run may start from another model's weights (``train.init_from``,
+:mod:`speechrnn.warmstart`): a model that does not fit is refused before any data is
+loaded.
 
 Faults it survives: a second training on the same work directory is refused at once (the
 chief holds ``<workdir>/train.lock``: :class:`~speechrnn.checkpoint.TrainLock`); the
@@ -36,13 +36,12 @@ fails is retried and logged to later (:class:`speechrnn.tracking.Tracker`).
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
-import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,25 +56,25 @@ from .checkpoint import (
     TrainState,
     config_digest,
     disk_full,
-    finished,
     latest_state,
 )
-from .config import Config, ConfigError, dump_yaml, flatten
-from .dataset import Examples, load_examples, make_dataset
+from .config import Config, dump_yaml, flatten
+from .dataset import Examples, make_dataset
 from .decoding import Decoding, beam_search, decode_text, greedy_batch
-from .errors import InputError, NotFoundError
+from .distribute import describe, is_chief, make_strategy
 from .evaluate import ErrorRates, error_rates, phone_error_rate, score_utterances
-from .features import CMVN, FeatureExtractor
 from .files import atomic_write_text, replace_dir
-from .lexicon import recipe_targets
-from .manifest import read_manifest
 from .progress import progress_bar
-from .report import write_error_analysis, write_utterances, write_word_errors
+from .report import plot_history, write_error_analysis, write_utterances, write_word_errors
+from .steps import Schedule, Steps, make_optimizer
 from .text import Alphabet
+from .tracking import NullTracker, experiment_name
+from .training_data import TrainingData, load_data, mix_tsv
+from .warmstart import check_init_model, init_model_dir, start_from
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Interrupted", "Schedule", "Steps", "TrainError", "TrainResult", "train"]
+__all__ = ["Interrupted", "TrainError", "TrainResult", "train"]
 
 
 def configure_threads(intra: int, inter: int) -> None:
@@ -87,332 +86,6 @@ def configure_threads(intra: int, inter: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter or os.cpu_count() or 2)
     except RuntimeError:
         log.info("TensorFlow already running; thread settings unchanged")
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class TrainingData:
-    train: Examples  # or, with batch.source shards, a shards.ShardIndex (streamed)
-    dev: Examples
-    alphabet: Alphabet
-    manifest_rows: dict[str, list] = field(default_factory=dict)  # as read: train, dev
-    mix: list[dict] = field(default_factory=list)  # the training manifests: training_mix
-
-    @property
-    def skipped(self) -> list:
-        return self.train.skipped + self.dev.skipped
-
-    def steps_per_epoch(self, batch) -> int:
-        """Training batches per epoch under ``batch`` (a BatchConfig), counted from the
-        items' lengths (see :func:`speechrnn.dataset.count_batches`)."""
-        from .dataset import count_batches
-
-        return count_batches(self.train, batch)
-
-
-def _extractor(cfg: Config, train_rows) -> FeatureExtractor:
-    """The feature extractor; with global CMVN, statistics of the training set (computed
-    once, kept in the work directory)."""
-    cache = cfg.data.cache or None
-    if cfg.features.cmvn != "global":
-        return FeatureExtractor(cfg.features, cache)
-    stats = cfg.workdir / "cmvn.json"
-    if cfg.features.cmvn_stats:
-        CMVN.load(cfg.features.cmvn_stats).save(stats)
-    elif not stats.exists():
-        raw = FeatureExtractor(replace(cfg.features, cmvn="none"), cache)
-        CMVN.compute(raw(r.audio, *r.segment) for r in train_rows).save(stats)
-    return FeatureExtractor(cfg.features, cache, cmvn=CMVN.load(stats))
-
-
-def training_mix(sets: list[tuple[Path, float, list]]) -> list[dict]:
-    """What an epoch is made of: per training manifest (``(path, weight, rows)``) its
-    utterances and hours (as listed: skipped rows included), weight, and share of an
-    epoch's audio (hours times weight, over all manifests)."""
-    mix = [{"manifest": str(path), "utterances": len(rows),
-            "hours": sum(max(float(r.duration), 0.0) for r in rows) / 3600, "weight": weight}
-           for path, weight, rows in sets]
-    total = sum(m["hours"] * m["weight"] for m in mix)
-    for m in mix:
-        m["share"] = m["hours"] * m["weight"] / total if total > 0 else 0.0
-    return mix
-
-
-def format_mix(mix: list[dict]) -> str:
-    """:func:`training_mix` as a table (one line per manifest, then the epoch's total)."""
-    width = max([len("manifest"), *(len(m["manifest"]) for m in mix)])
-    lines = [f"  {'manifest':<{width}}  utterances    hours  weight   share"]
-    lines += [f"  {m['manifest']:<{width}}  {m['utterances']:10d}  {m['hours']:7.3f}  "
-              f"{m['weight']:6.2f}  {100 * m['share']:5.1f} %" for m in mix]
-    items = sum(m["utterances"] * m["weight"] for m in mix)
-    hours = sum(m["hours"] * m["weight"] for m in mix)
-    lines.append(f"  {'an epoch':<{width}}  {items:10.0f}  {hours:7.3f}")
-    return "\n".join(lines)
-
-
-def mix_tsv(mix: list[dict]) -> str:
-    """:func:`training_mix` as tab-separated values (logged with the run)."""
-    keys = ("manifest", "utterances", "hours", "weight", "share")
-    return "\t".join(keys) + "\n" + "".join(
-        "\t".join(f"{m[k]:.6g}" if isinstance(m[k], float) else str(m[k]) for k in keys)
-        + "\n" for m in mix)
-
-
-def load_data(cfg: Config, progress: bool | None = None, build: bool = True,
-              wait_minutes: float = 120.0, corpora=None) -> TrainingData:
-    """Features and labels of the training manifests and the dev manifest; unusable
-    utterances are reported (one line each) and skipped.
-
-    With ``batch.source: shards`` the features are extracted (on every core) into shard
-    sets under ``data.shard_dir()`` when missing or stale; the training set is then
-    streamed from its shards and the dev set, small, is read from its shards into memory.
-    ``build=False`` (a worker that is not the chief): wait for the chief's shards instead.
-
-    Each training item carries the sampling weight of its manifest
-    (:meth:`~speechrnn.config.DataConfig.training_sets`; ``weights`` of the training
-    Examples or ShardIndex, None when every weight is 1.0). The mix (:func:`training_mix`)
-    is printed once, by the chief. Labels are in the recipe's units
-    (:func:`speechrnn.lexicon.recipe_targets`: a phone model's lexicon covers the training
-    and dev transcripts and ``eval.lm_text``, found under ``corpora``).
-    """
-    alphabet, aux = recipe_targets(cfg, corpora, progress=build)
-    sets = [(path, weight, read_manifest(path)) for path, weight in cfg.data.training_sets()]
-    train_rows = [row for _, _, rows in sets for row in rows]
-    weights = np.concatenate([np.full(len(rows), weight, np.float64)
-                              for _, weight, rows in sets]) if sets else np.zeros(0)
-    if np.all(weights == 1.0):
-        weights = None  # every item once an epoch: the unweighted epochs, batch for batch
-    mix = training_mix(sets)
-    if build:
-        print("training mix (an epoch's audio):\n" + format_mix(mix), flush=True)
-    dev_rows = read_manifest(cfg.data.manifest("dev"))
-    rows = {"train": train_rows, "dev": dev_rows}
-    if cfg.batch.source == "shards":
-        from .dataset import load_shards
-        from .shards import config_shards
-
-        shards = config_shards(cfg, rows, progress=progress, alphabet=alphabet, build=build,
-                               aux=aux)
-        waited = time.monotonic()
-        while shards is None:  # the chief extracts them (on a shared file system)
-            if time.monotonic() - waited > 60 * wait_minutes:
-                raise TrainError(f"no current feature shards in {cfg.data.shard_dir()} after "
-                                 f"{wait_minutes:g} min: is the chief extracting them there? "
-                                 "(speechrnn data features --config ... makes them)")
-            print(f"waiting for the chief's feature shards in {cfg.data.shard_dir()}",
-                  flush=True)
-            time.sleep(15)
-            shards = config_shards(cfg, rows, alphabet=alphabet, build=False, aux=aux)
-        if cfg.features.cmvn == "global":  # what the model is exported with
-            shards["train"].cmvn.save(cfg.workdir / "cmvn.json")
-        data = TrainingData(shards["train"].weigh(weights), load_shards(shards["dev"]),
-                            alphabet, rows, mix)
-    else:
-        load = {"extractor": _extractor(cfg, train_rows), "alphabet": alphabet,
-                "subsampling": cfg.model.stride, "workers": cfg.batch.workers,
-                "progress": progress}
-        data = TrainingData(load_examples(train_rows, desc="train features", weights=weights,
-                                          aux=aux, **load),
-                            load_examples(dev_rows, desc="dev features", **load), alphabet,
-                            rows, mix)
-    for row, why in data.skipped:
-        print(f"skipped {row.audio}: {why}")
-    if not len(data.train) or not len(data.dev):
-        raise TrainError("no usable utterances in the train or dev manifest")
-    return data
-
-
-# --------------------------------------------------------------------------- optimisation
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Learning rate: linear warm-up from a tenth of the peak over ``warmup_epochs``, then
-    cosine decay to ``min_lr_ratio`` of it. Progress is the larger of the fraction of steps
-    done and, with a time budget, the fraction of the budget spent: a run cut short by its
-    budget still anneals instead of stopping at the peak rate."""
-
-    peak: float
-    warmup_steps: int
-    total_steps: int
-    min_ratio: float
-    budget_seconds: float = 0.0
-
-    @classmethod
-    def for_config(cls, cfg: Config, steps_per_epoch: int) -> Schedule:
-        t = cfg.train
-        total = max(1, t.epochs * steps_per_epoch)
-        return cls(t.learning_rate, min(total - 1, int(t.warmup_epochs * steps_per_epoch)),
-                   total, t.min_lr_ratio, 60.0 * t.time_budget_min)
-
-    def __call__(self, step: int, elapsed: float = 0.0) -> float:
-        if step < self.warmup_steps:
-            return self.peak * (0.1 + 0.9 * step / self.warmup_steps)
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        if self.budget_seconds:
-            progress = max(progress, elapsed / self.budget_seconds)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-        return self.peak * (self.min_ratio + (1.0 - self.min_ratio) * cosine)
-
-
-def make_optimizer(cfg: Config, steps_per_epoch: int, replicas: int = 1):
-    """Adam with global-norm clipping; its rate is set from :class:`Schedule` each step.
-    With ``train.mixed_precision``, wrapped in dynamic loss scaling.
-
-    With ``replicas`` > 1 each replica applies an equal share (1/replicas) of the summed
-    gradient and Keras clips each share before summing them: clipping the shares at
-    ``grad_clip / replicas`` is clipping the whole gradient at ``grad_clip``."""
-    import keras
-
-    schedule = Schedule.for_config(cfg, steps_per_epoch)
-    adam = keras.optimizers.Adam(learning_rate=schedule(0),
-                                 global_clipnorm=cfg.train.grad_clip / replicas)
-    return keras.optimizers.LossScaleOptimizer(adam) if cfg.train.mixed_precision else adam
-
-
-def ctc_losses(log_probs, output_lengths, labels, label_lengths):
-    """Each item's CTC loss (blank 0) over its own output and label lengths.
-
-    The labels go to TensorFlow as a SparseTensor of each item's first ``label_lengths``
-    labels: that runs the fused C++ CTC kernel (cuDNN's on a GPU), which computes the loss
-    and its gradient in one pass. Dense labels would run ``ctc_loss_dense``, a forward and
-    a backward recursion of TensorFlow ops, several times slower on a CPU."""
-    import tensorflow as tf
-
-    valid = tf.where(tf.sequence_mask(label_lengths, tf.shape(labels)[1]))
-    sparse = tf.SparseTensor(valid, tf.cast(tf.gather_nd(labels, valid), tf.int32),
-                             tf.shape(labels, out_type=tf.int64))
-    return tf.nn.ctc_loss(labels=sparse, logits=log_probs, label_length=None,
-                          logit_length=output_lengths, logits_time_major=False,
-                          blank_index=0)
-
-
-class Steps:
-    """The compiled training and evaluation steps of one model.
-
-    With ``ema_decay`` > 0 an exponential moving average of the weights follows training
-    (decay ``min(ema_decay, (1 + step) / (10 + step))``, so early steps are not dominated by
-    the initial weights); :meth:`averaged` puts it in the model for evaluation and export.
-    """
-
-    def __init__(self, model, optimizer, n_features: int, ema_decay: float = 0.0,
-                 strategy=None, loss_scaling: bool = False):
-        import tensorflow as tf
-
-        self.strategy = strategy = strategy or tf.distribute.get_strategy()
-        self.model, self.optimizer = model, optimizer
-        with strategy.scope():
-            self.ema = [tf.Variable(v, trainable=False) for v in model.trainable_variables] \
-                if ema_decay else []
-        spec = [tf.TensorSpec([None, None, n_features], tf.float32),
-                tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, None], tf.int32),
-                tf.TensorSpec([None], tf.int32)]
-        variables = model.trainable_variables
-
-        def losses(log_probs, feature_lengths, labels, label_lengths):
-            return ctc_losses(log_probs, model.output_lengths(feature_lengths), labels,
-                              label_lengths)
-
-        aux_weight = model.config.aux_ctc.weight \
-            if getattr(model, "aux_head", None) is not None else 0.0
-
-        def replica_gradients(batch, global_n):
-            """One replica's share: its items' summed loss over the global batch size (with
-            an auxiliary head: (1 - w) x the main CTC loss + w x the auxiliary one)."""
-            with tf.GradientTape() as tape:
-                if aux_weight:
-                    log_probs, aux_probs = model(batch["features"], batch["feature_lengths"],
-                                                 training=True, aux=True)
-                else:
-                    log_probs = model(batch["features"], batch["feature_lengths"],
-                                      training=True)
-                item_losses = losses(log_probs, batch["feature_lengths"], batch["labels"],
-                                     batch["label_lengths"])
-                if aux_weight:
-                    item_losses = (1.0 - aux_weight) * item_losses + aux_weight * losses(
-                        aux_probs, batch["feature_lengths"], batch["aux_labels"],
-                        batch["aux_label_lengths"])
-                if "weight" in batch:  # fill-up copies (weight 0) of a split batch
-                    item_losses *= batch["weight"]
-                loss = tf.reduce_sum(item_losses) / global_n
-                scaled = optimizer.scale_loss(loss) if loss_scaling else loss
-            return loss, tape.gradient(scaled, variables)
-
-        @tf.function(reduce_retracing=True)
-        def gradients(batch, global_n):
-            loss, grads = strategy.run(replica_gradients, args=(batch, global_n))
-            loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-            grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
-            finite = tf.math.is_finite(loss)
-            if not loss_scaling:  # overflowing scaled gradients are the loss scaler's business
-                finite &= tf.math.is_finite(tf.linalg.global_norm(grads))
-            return loss, grads, finite
-
-        replicas = strategy.num_replicas_in_sync
-
-        @tf.function(reduce_retracing=True)
-        def apply(grads):
-            if replicas == 1:
-                optimizer.apply_gradients(zip(grads, variables))
-            else:  # Keras sums the replicas' gradients: each brings its share of the total
-                strategy.run(lambda g: optimizer.apply_gradients(zip(g, variables)),
-                             args=([g / replicas for g in grads],))
-            if self.ema:
-                step = tf.cast(optimizer.iterations, tf.float32)
-                decay = tf.minimum(ema_decay, (1.0 + step) / (10.0 + step))
-                for average, v in zip(self.ema, variables):
-                    average.assign(decay * average + (1.0 - decay) * v)
-
-        @tf.function(input_signature=spec, reduce_retracing=True)
-        def evaluate(features, feature_lengths, labels, label_lengths):
-            log_probs = model(features, feature_lengths, training=False)
-            return log_probs, losses(log_probs, feature_lengths, labels, label_lengths)
-
-        self.gradients, self.apply, self.evaluate = gradients, apply, evaluate
-
-    def reset_average(self) -> None:
-        """Start the moving average at the current weights (after they were loaded)."""
-        for average, weight in zip(self.ema, self.model.trainable_variables):
-            average.assign(weight)
-
-    @property
-    def state_variables(self) -> list:
-        """What a checkpoint keeps besides the weights."""
-        return list(self.optimizer.variables) + self.ema
-
-    @contextlib.contextmanager
-    def averaged(self):
-        """The averaged weights in the model for the ``with`` block (no-op without EMA)."""
-        if not self.ema:
-            yield
-            return
-        current = [v.numpy() for v in self.model.trainable_variables]
-        for v, average in zip(self.model.trainable_variables, self.ema):
-            v.assign(average)
-        try:
-            yield
-        finally:
-            for v, value in zip(self.model.trainable_variables, current):
-                v.assign(value)
-
-    def train_batch(self, batch) -> tuple[float, bool]:
-        """One step on a global batch, shared out among the replicas; weights are left
-        alone when its loss or gradients are not finite. Returns (mean loss, finite)."""
-        import tensorflow as tf
-
-        from .distribute import split_batch
-
-        keys = ("features", "feature_lengths", "labels", "label_lengths")
-        if getattr(self.model, "aux_head", None) is not None:  # the auxiliary labels
-            keys += ("aux_labels", "aux_label_lengths")
-        items = {k: batch[k] for k in keys}
-        global_n = tf.constant(float(batch["features"].shape[0]))
-        loss, grads, finite = self.gradients(split_batch(self.strategy, items), global_n)
-        if bool(finite):
-            self.apply(grads)
-        return float(loss), bool(finite)
 
 
 # --------------------------------------------------------------------------- dev scores
@@ -487,7 +160,7 @@ class TrainResult:
     skipped: int = 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Job:
     """Everything one training run works with; built once by :func:`train`."""
 
@@ -689,7 +362,6 @@ def prepare_job(cfg: Config, tracker, fresh: bool, progress: bool | None,
                 corpora=None) -> Job:
     """Threads, strategy, the work directory (locked by the chief: one training in it at a
     time), data, model, optimizer and compiled steps."""
-    from .distribute import is_chief, make_strategy
 
     configure_threads(cfg.train.intra_op_threads, cfg.train.inter_op_threads)
     strategy = make_strategy(cfg)  # first: a multi-worker strategy starts the runtime
@@ -707,9 +379,7 @@ def _build_job(cfg: Config, tracker, fresh: bool, progress: bool | None, strateg
                chief: bool, lock: TrainLock | None, corpora=None) -> Job:
     import keras
 
-    from .distribute import describe
     from .model import build_model
-    from .tracking import NullTracker
 
     keras.mixed_precision.set_global_policy(
         "mixed_float16" if cfg.train.mixed_precision else "float32")
@@ -736,10 +406,12 @@ def _build_job(cfg: Config, tracker, fresh: bool, progress: bool | None, strateg
                   loss_scaling=cfg.train.mixed_precision)
     runtime = {**describe(strategy), "lstm_impl": getattr(model, "lstm_impl", "scan"),
                "mixed_precision": cfg.train.mixed_precision}
-    return Job(cfg, data, model, steps, Schedule.for_config(cfg, steps_per_epoch),
-               steps_per_epoch, checkpoints, tracker if chief else NullTracker(),
-               dev_decoding(cfg, corpora), progress, strategy, chief, runtime, lock,
-               init_model)
+    return Job(cfg=cfg, data=data, model=model, steps=steps,
+               schedule=Schedule.for_config(cfg, steps_per_epoch),
+               steps_per_epoch=steps_per_epoch, checkpoints=checkpoints,
+               tracker=tracker if chief else NullTracker(),
+               decoding=dev_decoding(cfg, corpora), progress=progress, strategy=strategy,
+               chief=chief, runtime=runtime, lock=lock, init_model=init_model)
 
 
 def train(cfg: Config, tracker=None, fresh: bool = False, progress: bool | None = None,
@@ -747,7 +419,6 @@ def train(cfg: Config, tracker=None, fresh: bool = False, progress: bool | None 
     """Train (or resume training) the model ``cfg`` describes. See the module docstring.
     ``corpora``: the folder the recipe's LM text is found under (a phone model's lexicon
     covers it; else ``$SPEECHRNN_CORPORA``)."""
-    from .tracking import NullTracker
 
     job = prepare_job(cfg, tracker or NullTracker(), fresh, progress, corpora)
     try:
@@ -760,84 +431,6 @@ def train(cfg: Config, tracker=None, fresh: bool = False, progress: bool | None 
             job.lock.release()
 
 
-def check_first_stage(cfg: Config, first: Config) -> bool:
-    """Whether the recipe ``first`` (``cfg``'s ``train.init_from``) has finished, once it
-    is sure to fit: the same network and features as ``cfg``, and, when finished, trained
-    with the settings its YAML holds now. Raises :class:`ConfigError` otherwise."""
-    from .model_dir import network_differences
-
-    differ = network_differences(cfg.model, cfg.features, first.model, first.features)
-    if differ:
-        raise ConfigError(f"train.init_from {cfg.train.init_from}: that recipe trains "
-                          f"another network (this config vs that one: {'; '.join(differ)})")
-    if not finished(first.workdir):
-        return False
-    try:
-        current = config_digest(first)
-    except FileNotFoundError:  # its manifests are gone: nothing to compare with
-        return True
-    if latest_state(first.workdir).config_digest != current:
-        raise ConfigError(f"train.init_from {cfg.train.init_from}: the model in "
-                          f"{first.model_dir} was trained with other settings than that file "
-                          f"holds now; train it again (python pipelines/run.py --config "
-                          f"{cfg.train.init_from} --stages prepare,train --fresh)")
-    return True
-
-
-def init_model_dir(cfg: Config, wait_minutes: float = 0.0) -> Path:
-    """The model directory ``train.init_from`` names; a recipe's YAML names the model that
-    recipe trains, which must have finished (:func:`speechrnn.pipeline.train` sees to it;
-    ``wait_minutes``: how long a worker waits for the chief to export it)."""
-    from .model_dir import resolve_model
-
-    source = cfg.train.init_from
-    first = cfg.first_stage()
-    if first is None:
-        try:
-            return resolve_model(source, cfg.tracking.uri)
-        except (OSError, ValueError) as err:
-            raise NotFoundError(f"train.init_from {source}: {err}") from None
-    waited = time.monotonic()
-    while not finished(first.workdir):
-        if time.monotonic() - waited >= 60 * wait_minutes:
-            raise NotFoundError(f"train.init_from {source}: its model ({first.model_dir}) "
-                                f"is not trained yet; train it first (python pipelines/"
-                                f"run.py --config {source} --stages prepare,train)")
-        time.sleep(15)
-    return first.model_dir
-
-
-def check_init_model(cfg: Config, path: Path) -> None:
-    """Refuse a starting model that does not fit ``cfg``, before any data is loaded."""
-    from .model_dir import read_model_dir
-
-    differ = read_model_dir(path).differences(cfg.model, cfg.features)
-    if differ:
-        raise ConfigError(f"train.init_from {cfg.train.init_from} ({path}): not the network "
-                          f"this config trains (this config vs that model: {'; '.join(differ)})")
-    if cfg.features.cmvn == "global" and not cfg.features.cmvn_stats:
-        raise ConfigError(f"train.init_from {cfg.train.init_from}: with features.cmvn: global, "
-                          "set features.cmvn_stats to the first model's cmvn.json, so that both "
-                          "stages normalise their features alike")
-
-
-def start_from(job: Job) -> None:
-    """Put the weights of ``job.init_model`` into a fresh run's network and set the moving
-    average to them."""
-    from .model import load_model, transfer_weights
-
-    path = job.init_model
-    try:
-        source = load_model(path, lstm_impl=job.model.lstm_impl)[0]
-        transfer_weights(source, job.model)
-    except (OSError, ValueError) as err:
-        raise InputError(f"train.init_from {job.cfg.train.init_from} ({path}): cannot load "
-                         f"its weights: {err}") from None
-    job.steps.reset_average()
-    job.runtime["init_model"] = str(path.resolve())
-    print(f"starting from the weights of {path}")
-
-
 def run_epochs(job: Job) -> TrainResult:
     """Resume or start, train epoch after epoch until a stop reason, then finish."""
     cfg = job.cfg
@@ -848,7 +441,8 @@ def run_epochs(job: Job) -> TrainResult:
     if state is None:
         state = TrainState(config_digest=digest)
         if job.init_model is not None:  # every worker: assigned weights are not broadcast
-            start_from(job)
+            start_from(cfg, job.init_model, job.steps)
+            job.runtime["init_model"] = str(job.init_model.resolve())
     else:
         print(f"resuming from {job.checkpoints.restored_from}: epoch {state.epoch + 1}"
               + (f", batch {state.step + 1}" if state.step else ""))
@@ -876,9 +470,6 @@ def run_epochs(job: Job) -> TrainResult:
 def finish(job: Job, state: TrainState) -> TrainResult:
     """Export the best epoch to ``<workdir>/model``; log curves, dev reports and the model
     to MLflow and register it (once, even when a finished run is started again)."""
-    import json
-
-    from .tracking import experiment_name
 
     cfg, tracker = job.cfg, job.tracker
     if not state.stop_reason:
@@ -893,8 +484,6 @@ def finish(job: Job, state: TrainState) -> TrainResult:
             shutil.copytree(best, folder, dirs_exist_ok=True)
         if state.history:
             import matplotlib.pyplot as plt
-
-            from .report import plot_history
 
             figure = plot_history(state.history)
             tracker.log_figure(figure, "training_curves.png")

@@ -24,13 +24,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
-from .audio import AudioError, load_audio, prepare_audio, stream_audio
+from .audio import AudioError, audio_duration, load_audio, prepare_audio, stream_audio
 from .config import output_frames
 from .decoding import Decoding, DecodingOptions, Hypothesis, decode
 from .errors import InputError, MissingDependencyError
+from .export import OnnxNetwork, build_onnx, onnx_available, onnxruntime_available
 from .features import CMVN, FeatureExtractor
 from .model_dir import read_model_dir, resolve_model
+from .progress import progress_bar
 from .segment import ChunkOptions, chunks
 from .timing import snap_to_speech
 from .vad import VadOptions, overlaps, speech_regions
@@ -59,7 +62,7 @@ def _name(source) -> str:
 
 @dataclass
 class Transcriber:
-    """A loaded model: features, network and decoding. Build with :func:`load_model`."""
+    """A loaded model: features, network and decoding. Build with :func:`load_transcriber`."""
 
     model_dir: Path
     backend: str = "auto"  # auto | onnx | keras
@@ -91,7 +94,6 @@ class Transcriber:
         cmvn = CMVN.load(files.path / "cmvn.json") if self.features.cmvn == "global" else None
         self.extractor = FeatureExtractor(self.features, cmvn=cmvn)
         self.network, self.backend = _load_network(files, self.backend, self.threads)
-        from threadpoolctl import ThreadpoolController
 
         self._blas = ThreadpoolController()
 
@@ -172,8 +174,6 @@ class Transcriber:
         ``progress`` (None: unless SPEECHRNN_PROGRESS=0), a file longer than a few chunks
         shows a bar of audio seconds done. ``cmvn``: its speaker's statistics
         (:meth:`speaker_stats`; None: each chunk normalised as the model was trained)."""
-        from .audio import audio_duration
-        from .progress import progress_bar
 
         name = _name(source)
         blocks = self._blocks(source, sample_rate)
@@ -300,8 +300,6 @@ def _join(pieces: list[Hypothesis], duration: float, source: str) -> Transcript:
 
 
 def _load_network(files, backend: str, threads: int):
-    from .export import OnnxNetwork, build_onnx, onnx_available, onnxruntime_available
-
     if backend not in ("auto", "onnx", "keras"):
         raise InputError(f"backend must be auto, onnx or keras, not {backend!r}")
     if backend == "onnx" and not onnxruntime_available():
@@ -312,16 +310,16 @@ def _load_network(files, backend: str, threads: int):
         if not onnx_available() and backend == "onnx":
             raise MissingDependencyError(f"{files.path}: no model.onnx, and the onnx package "
                                          "is not installed to export one")
-    from .model import load_model as load_keras
+    from .model import load_network
 
-    keras_model = load_keras(files.path)[0]
+    keras_model = load_network(files.path)[0]
     if backend != "keras" and onnxruntime_available() and onnx_available():
         # an older model directory: export in memory
         return OnnxNetwork(build_onnx(keras_model).SerializeToString(), threads), "onnx"
     return keras_model, "keras"
 
 
-def load_model(model: str | Path, **options) -> Transcriber:
+def load_transcriber(model: str | Path, **options) -> Transcriber:
     """A ready :class:`Transcriber` for a model directory, ``runs:/<run_id>/model`` or
     ``models:/<name>/<version>``; keyword options are :class:`Transcriber`'s."""
     return Transcriber(resolve_model(model), **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 os.environ.setdefault("SPEECHRNN_PROGRESS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -50,6 +52,13 @@ def write(path: Path, audio: np.ndarray, sr: int = 16000, subtype: str | None = 
     return path
 
 
+def mlflow_run(tmp_path: Path, run_id: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    return client, client.get_run(run_id)
+
+
 def bad_files(folder: Path, stem=lambda name: name) -> dict[str, Path]:
     """The usual suspects: each maps to the path of a file that must be rejected."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,6 +78,26 @@ def bad_files(folder: Path, stem=lambda name: name) -> dict[str, Path]:
 
 # the tiny synthetic corpus, as a config's data section
 TINY_DATA = {"kind": "synth", "synth_train": 16, "synth_dev": 4, "synth_test": 4}
+# a network and a training run small enough for a test
+TINY = {
+    "model": {"conv_filters": 16, "lstm_layers": 1, "lstm_units": 16, "dropout": 0.0},
+    "batch": {"batch_size": 4, "buckets": 1},
+    "train": {"epochs": 2, "learning_rate": 0.003},
+}
+
+
+def write_config(tmp_path: Path, corpus: Path, **sections) -> Path:
+    """A recipe YAML (tmp_path/tiny.yaml) training TINY on ``corpus``, its work directory,
+    feature cache and MLflow store under ``tmp_path``; ``sections`` update its sections."""
+    data = json.loads(json.dumps(TINY))
+    data["data"] = {**TINY_DATA, "out": str(corpus), "cache": str(tmp_path / "cache")}
+    data["train"]["workdir"] = str(tmp_path / "run")
+    data["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +114,12 @@ def synth_corpus(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def corpus(synth_corpus):
+    """The tiny synthetic corpus (made once a session)."""
+    return synth_corpus
+
+
 @pytest.fixture(scope="session")
 def trained(synth_corpus, tmp_path_factory):
     """A tiny model trained for two epochs, tracked in its own MLflow store:
@@ -92,21 +127,13 @@ def trained(synth_corpus, tmp_path_factory):
     config (the YAML it was trained from)."""
     import types
 
-    import yaml
-
     from speechrnn import pipeline
     from speechrnn.config import load_pipeline_config
     from speechrnn.tracking import experiment_name
 
     tmp = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
-    config = tmp / "tiny.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"conv_filters": 16, "lstm_layers": 1, "lstm_units": 16, "dropout": 0.0},
-        "batch": {"batch_size": 4, "buckets": 1},
-        "train": {"epochs": 2, "learning_rate": 0.003, "workdir": str(tmp / "run")},
-        "data": {**TINY_DATA, "out": str(synth_corpus), "cache": str(tmp / "cache")},
-        "tracking": {"uri": uri}}))
+    config = write_config(tmp, synth_corpus)
     cfg = load_pipeline_config(config)
     result = pipeline.train(cfg, progress=False)
     return types.SimpleNamespace(model_dir=result.model_dir, run_id=result.run_id, uri=uri,
@@ -180,9 +207,9 @@ def check_epochs_are_seeded(batches, n: int) -> None:
 def talkative_model(trained, tmp_path):
     """The tiny trained model with its weights sharpened at random: it says something for
     any sound (the tiny model itself says nothing yet)."""
-    from speechrnn.model import load_model, save_model
+    from speechrnn.model import load_network, save_model
 
-    model, features, alphabet, _ = load_model(trained.model_dir)
+    model, features, alphabet, _ = load_network(trained.model_dir)
     rng = np.random.default_rng(0)
     model.set_weights([w + rng.normal(0, 0.5, w.shape).astype(w.dtype)
                        for w in model.get_weights()])
@@ -203,3 +230,40 @@ def talkative(trained, tmp_path):
     info = tracker.log_model(path, "speechrnn-talkative")
     tracker.end()
     return path, f"models:/speechrnn-talkative/{info['version']}"
+
+
+def non_speech_signals(seconds: float = 10.0, sample_rate: int = 16000,
+                       seed: int = 0) -> dict[str, np.ndarray]:
+    """Sounds that hold no speech, each ``seconds`` long: white, pink and brown noise, mains
+    hum, a steady tone, a chord, a played melody, silence and near-silent noise; what
+    :func:`speechrnn.vad.speech_regions` must find nothing in."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sample_rate)
+    t = np.arange(n) / sample_rate
+
+    def coloured(power: float) -> np.ndarray:  # noise whose power falls as 1/f**power
+        spectrum = np.fft.rfft(rng.normal(0, 1, n))
+        f = np.fft.rfftfreq(n, 1 / sample_rate)
+        spectrum[1:] /= f[1:] ** (power / 2)
+        spectrum[0] = 0
+        x = np.fft.irfft(spectrum, n)
+        return 0.1 * x / x.std()
+
+    def notes(freqs) -> np.ndarray:
+        return sum(np.sin(2 * np.pi * f * t) for f in freqs) * 0.3 / len(freqs)
+
+    melody = np.zeros(n)
+    scale = [261.6, 293.7, 329.6, 349.2, 392.0, 440.0, 493.9, 523.3]
+    step = sample_rate // 4
+    tt = np.arange(step) / sample_rate
+    for start in range(0, n - step + 1, step):
+        f = scale[rng.integers(len(scale))]
+        melody[start:start + step] = (0.3 * np.sin(2 * np.pi * f * tt) * np.exp(-6 * tt)
+                                      + 0.1 * np.sin(4 * np.pi * f * tt) * np.exp(-8 * tt))
+    signals = {
+        "white noise": rng.normal(0, 0.1, n), "loud white noise": rng.normal(0, 0.4, n),
+        "pink noise": coloured(1), "brown noise": coloured(2),
+        "hum 50 Hz": notes([50, 100, 150]), "hum 60 Hz": notes([60, 180]),
+        "tone 440 Hz": notes([440]), "chord": notes([261.6, 329.6, 392.0]),
+        "melody": melody, "silence": np.zeros(n), "quiet noise": rng.normal(0, 0.001, n)}
+    return {k: np.clip(v, -1, 1).astype(np.float32) for k, v in signals.items()}

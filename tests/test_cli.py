@@ -79,12 +79,12 @@ def test_cli_defaults_come_from_the_config_dataclasses():
 def test_a_beam_width_alone_changes_the_models_own_beam_search(tmp_path):
     from speechrnn.cli import build_parser
     from speechrnn.decoding import Decoding, DecodingOptions
-    from speechrnn.lm import WordLM
+    from speechrnn.lm_build import lm_from_sources
 
     text = tmp_path / "sentences.txt"
     text.write_text("one two three\nthree two one\n")
     own = Decoding(DecodingOptions("beam", beam_width=64, lm_weight=1.2, word_bonus=2.0),
-                   WordLM.from_sources([], [text], order=2))
+                   lm_from_sources([], [text], order=2))
     own.save(tmp_path)
     parser = build_parser()
 
@@ -149,7 +149,7 @@ def test_lm_command_builds_an_arpa_that_evaluate_and_transcribe_take(tmp_path, c
 def test_decoding_flags_default_to_the_models_own(tmp_path):
     """No decoding flag: the model's saved decoding (else greedy); an LM alone means beam."""
     from speechrnn.cli import _decoding, build_parser
-    from speechrnn.lm import WordLM
+    from speechrnn.lm_build import lm_from_texts
 
     def flags(*args):
         return _decoding(build_parser().parse_args(["transcribe", "--model", "m", *args,
@@ -158,7 +158,7 @@ def test_decoding_flags_default_to_the_models_own(tmp_path):
     assert flags() is None
     assert flags("--decoder", "greedy").options.method == "greedy"
     assert flags("--decoder", "beam").lm is None
-    arpa = WordLM.from_texts(["one two three"], order=2).write_arpa(tmp_path / "lm.arpa")
+    arpa = lm_from_texts(["one two three"], order=2).write_arpa(tmp_path / "lm.arpa")
     chosen = flags("--lm", str(arpa), "--lm-weight", "0.4")
     assert chosen.options.method == "beam" and chosen.options.lm_weight == 0.4
     assert chosen.lm.vocab == {"one", "two", "three"}

@@ -11,7 +11,7 @@ from speechrnn.decoding import (
     greedy_decode,
     greedy_ids,
 )
-from speechrnn.lm import WordLM
+from speechrnn.lm_build import lm_from_texts
 from speechrnn.text import Alphabet
 
 BEAM = DecodingOptions(method="beam", beam_width=8)
@@ -68,7 +68,7 @@ def test_beam_sums_paths_that_greedy_cannot():
 
 def test_language_model_fixes_a_misspelled_word():
     a = Alphabet()
-    lm = WordLM.from_texts(["seven six", "six seven", "seven one"])
+    lm = lm_from_texts(["seven six", "six seven", "seven one"])
     # acoustically "sevn six": the 'e' of "seven" is weak but present
     lp = soft("ss_ee_vv_e_nn_ _ss_ii_xx", sharp=4.0)
     lp[9] = soft("_", sharp=1.0)[0]
@@ -78,7 +78,7 @@ def test_language_model_fixes_a_misspelled_word():
 
 def test_unknown_whole_words_pay_the_oov_penalty():
     a = Alphabet()
-    lm = WordLM.from_texts(["one two", "two one"])
+    lm = lm_from_texts(["one two", "two one"])
     lp = soft("oo_nn_ee_ _tt_ww_oo_oo", sharp=4.0)  # "one twoo": a stray extra 'o'
     lp[-2] = soft("_", sharp=1.0)[0]
     assert greedy_decode(lp, a) == "one twoo"
@@ -153,7 +153,7 @@ def test_a_recipe_decodes_with_its_eval_section_and_all_its_training_text(tmp_pa
 def test_a_decoding_saved_with_a_model_comes_back(tmp_path):
     from speechrnn.decoding import BUNDLED_LM, Decoding
 
-    lm = WordLM.from_texts(["one two three", "two three four"], order=2)
+    lm = lm_from_texts(["one two three", "two three four"], order=2)
     chosen = Decoding(DecodingOptions(method="beam", beam_width=12, lm_weight=0.7,
                                       word_bonus=1.5, engine="python"), lm)
     files = chosen.save(tmp_path)
@@ -184,7 +184,7 @@ def test_a_broken_decoding_file_is_named(tmp_path):
 def test_decoding_describes_itself_for_people():
     assert Decoding().describe() == "greedy"
     assert Decoding(DecodingOptions("beam", beam_width=32)).describe() == "beam 32"
-    lm = WordLM.from_texts(["one two three"], order=2)
+    lm = lm_from_texts(["one two three"], order=2)
     with_lm = Decoding(DecodingOptions("beam", beam_width=64, lm_weight=0.8, word_bonus=2.0), lm)
     assert with_lm.describe() == "beam 64 + word LM (weight 0.8, word bonus 2)"
     assert with_lm.name == "beam_lm"

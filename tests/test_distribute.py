@@ -51,7 +51,7 @@ import keras
 from speechrnn.config import Config, ModelConfig
 from speechrnn.model import build_model
 from speechrnn.text import Alphabet
-from speechrnn.train import Steps, make_optimizer
+from speechrnn.steps import Steps, make_optimizer
 
 cfg = Config()
 rng = np.random.default_rng(0)

@@ -96,21 +96,21 @@ def test_evaluate_command_reports_and_logs_to_the_run(trained, tmp_path, capsys)
 
 def test_several_decodings_score_as_each_alone(trained):
     from speechrnn.decoding import DecodingOptions
-    from speechrnn.evaluate import evaluate_each, evaluate_model, tune_lm
-    from speechrnn.lm import WordLM
+    from speechrnn.evaluate import evaluate_each, evaluate_model, search_lm_weights
+    from speechrnn.lm_build import lm_from_texts
     from speechrnn.manifest import read_manifest
-    from speechrnn.transcribe import load_model
+    from speechrnn.transcribe import load_transcriber
 
     rows = read_manifest(trained.corpus / "dev.jsonl")
-    lm = WordLM.from_texts([r.text for r in read_manifest(trained.corpus / "train.jsonl")])
-    model = load_model(trained.model_dir, lm=lm)
+    lm = lm_from_texts([r.text for r in read_manifest(trained.corpus / "train.jsonl")])
+    model = load_transcriber(trained.model_dir, lm=lm)
     choices = [DecodingOptions(), DecodingOptions("beam", lm_weight=0.3, word_bonus=0.0),
                DecodingOptions("beam", lm_weight=2.0, word_bonus=1.0)]
     together = evaluate_each(model, rows, choices, progress=False)
     for options, (rates, scores) in zip(choices, together):
         alone = evaluate_model(model, rows, options, progress=False)
         assert rates == alone[0] and scores == alone[1]
-    best, table = tune_lm(model, rows, [(0.3, 0.0), (2.0, 1.0)], progress=False)
+    best, table = search_lm_weights(model, rows, [(0.3, 0.0), (2.0, 1.0)], progress=False)
     assert [t["wer"] for t in table] == [together[1][0].wer, together[2][0].wer]
     assert (best.lm_weight, best.word_bonus) in ((0.3, 0.0), (2.0, 1.0))
     assert best.method == "beam"
@@ -128,14 +128,14 @@ def test_speaker_cmvn_pools_each_speakers_utterances(trained, tmp_path):
     from speechrnn.audio import load_audio
     from speechrnn.evaluate import _normal, evaluate_model, speaker_statistics
     from speechrnn.manifest import read_manifest
-    from speechrnn.transcribe import load_model
+    from speechrnn.transcribe import load_transcriber
 
     rows = read_manifest(trained.corpus / "train.jsonl")[:6]
     assert len(rows) == 6
     rows = [replace(r, speaker="ab"[i % 2]) for i, r in enumerate(rows)]
     rows.append(replace(rows[0], audio=str(tmp_path / "gone.wav"), id="gone"))
     rows.append(replace(rows[1], speaker="", id="alone"))
-    model = load_model(trained.model_dir, speaker_cmvn=True)
+    model = load_transcriber(trained.model_dir, speaker_cmvn=True)
     stats = speaker_statistics(model, rows, progress=False)
     assert set(stats) == {"a", "b"}
     for speaker in "ab":
@@ -147,7 +147,7 @@ def test_speaker_cmvn_pools_each_speakers_utterances(trained, tmp_path):
     for row, score in zip(rows[:6], scores):
         hyp = model.transcribe_batch([load_audio(row.audio)], cmvn=stats[row.speaker])[0]
         assert score.hypothesis == _normal(hyp.text)
-    plain = load_model(trained.model_dir)
+    plain = load_transcriber(trained.model_dir)
     assert plain.speaker_cmvn is False  # a model saved without the choice
     alone = evaluate_model(plain, rows[7:], progress=False)[1][0]  # batched apart
     assert scores[7].hypothesis == alone.hypothesis
@@ -158,5 +158,5 @@ def test_speaker_cmvn_pools_each_speakers_utterances(trained, tmp_path):
     shutil.copytree(trained.model_dir, path)
     meta = json.loads((path / "model.json").read_text())
     (path / "model.json").write_text(json.dumps({**meta, "speaker_cmvn": True}))
-    assert load_model(path).speaker_cmvn is True
-    assert load_model(path, speaker_cmvn=False).speaker_cmvn is False
+    assert load_transcriber(path).speaker_cmvn is True
+    assert load_transcriber(path, speaker_cmvn=False).speaker_cmvn is False

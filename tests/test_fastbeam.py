@@ -11,6 +11,7 @@ from speechrnn import decoding, fastbeam
 from speechrnn.decoding import DecodingOptions, decode, decode_text, lexicon_search
 from speechrnn.errors import MissingDependencyError
 from speechrnn.lm import WordLM
+from speechrnn.lm_build import lm_from_texts
 from speechrnn.text import Alphabet
 
 needs_flashlight = pytest.mark.skipif(not fastbeam.available(),
@@ -159,7 +160,7 @@ def test_kenlm_scores_as_the_python_lm_does_in_log10():
     from flashlight.lib.text.decoder.kenlm import KenLM
     from flashlight.lib.text.dictionary import Dictionary
 
-    lm = WordLM.from_texts(["i want to go home", "me too", "you want to go", "i go home"])
+    lm = lm_from_texts(["i want to go home", "me too", "you want to go", "i go home"])
     words = ["<unk>", *sorted(lm.vocab)]
     kenlm = KenLM(str(lm.arpa_path()), Dictionary(words))
     for sentence in ["i want to go home", "me too", "home want i", "too too"]:
@@ -189,7 +190,7 @@ def test_without_flashlight_auto_falls_back_and_flashlight_says_why(bigram, monk
 
 
 def test_an_lm_without_an_arpa_file_uses_the_python_search(monkeypatch):
-    lm = WordLM.from_texts(["me too", "want to"], order=2)
+    lm = lm_from_texts(["me too", "want to"], order=2)
     monkeypatch.delattr(WordLM, "arpa_path", raising=False)
     assert lexicon_search(A, DecodingOptions("beam", 16), lm) is None
     assert lexicon_search(A, DecodingOptions("beam", 16), None) is None  # no LM: Python

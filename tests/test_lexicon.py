@@ -227,9 +227,10 @@ def test_a_phone_model_finds_words_in_its_lexicon_without_an_lm():
 def test_a_phone_model_decodes_with_the_word_lm(tmp_path):
     from speechrnn.decoding import lexicon_search
     from speechrnn.lm import WordLM
+    from speechrnn.lm_build import lm_from_texts
 
     units = PhoneAlphabet(LEXICON)
-    lm = WordLM.from_texts(["hello world"] * 20 + ["word"], 2)
+    lm = lm_from_texts(["hello world"] * 20 + ["word"], 2)
     lm.write_arpa(tmp_path / "lm.arpa")
     lm = WordLM.load(tmp_path / "lm.arpa")
     # "W ER ? D": the L is unsure; the LM prefers world after hello

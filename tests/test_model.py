@@ -8,7 +8,7 @@ import pytest
 from speechrnn.config import ConfigError, FeatureConfig, ModelConfig
 from speechrnn.model import (
     build_model,
-    load_model,
+    load_network,
     lstm_weights,
     resolve_lstm_impl,
     save_model,
@@ -54,13 +54,13 @@ def test_save_and_load_round_trip(tmp_path):
     x = np.random.default_rng(1).standard_normal((1, 50, 39)).astype(np.float32)
     before = model(x, np.array([50], np.int32)).numpy()
     save_model(tmp_path / "m", model, FeatureConfig(), Alphabet(), {"dev_wer": 0.1})
-    loaded, features, alphabet, meta = load_model(tmp_path / "m")
+    loaded, features, alphabet, meta = load_network(tmp_path / "m")
     np.testing.assert_array_equal(loaded(x, np.array([50], np.int32)).numpy(), before)
     assert features == FeatureConfig() and alphabet == Alphabet() and meta["dev_wer"] == 0.1
     assert {p.name for p in (tmp_path / "m").iterdir()} == {
         "model.weights.h5", "model.json", "alphabet.json", "model.onnx"}
     with pytest.raises(FileNotFoundError, match="not a speechrnn model directory"):
-        load_model(tmp_path)
+        load_network(tmp_path)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -153,13 +153,13 @@ def test_a_model_moves_between_lstm_impls(tmp_path, saved, loaded):
     save_model(tmp_path / "m", model, FeatureConfig(), Alphabet())
     assert json.loads((tmp_path / "m" / "model.json").read_text())["lstm_impl"] == saved
     for impl in (saved, loaded):
-        other, *_ = load_model(tmp_path / "m", lstm_impl=impl)
+        other, *_ = load_network(tmp_path / "m", lstm_impl=impl)
         assert other.lstm_impl == impl
         assert_valid_frames_close(model, other.predict_log_probs(x, lengths).numpy(), before,
                                   lengths, atol=1e-5)
-    assert load_model(tmp_path / "m")[0].lstm_impl == ModelConfig().resolved_lstm_impl()
+    assert load_network(tmp_path / "m")[0].lstm_impl == ModelConfig().resolved_lstm_impl()
     with pytest.raises(ConfigError, match="auto|scan|keras"):
-        load_model(tmp_path / "m", lstm_impl="cudnn")
+        load_network(tmp_path / "m", lstm_impl="cudnn")
 
 
 def test_scan_weights_file_layout_is_unchanged(tmp_path):
@@ -183,7 +183,7 @@ def test_scan_weights_file_layout_is_unchanged(tmp_path):
     x, lengths = padded_batch(2)
     before = model.predict_log_probs(x, lengths).numpy()
     for impl in ("scan", "keras"):
-        loaded, *_ = load_model(tmp_path / "m", lstm_impl=impl)
+        loaded, *_ = load_network(tmp_path / "m", lstm_impl=impl)
         assert_valid_frames_close(model, loaded.predict_log_probs(x, lengths).numpy(), before,
                                   lengths, atol=1e-5)
 
@@ -241,7 +241,7 @@ def test_a_failed_save_leaves_the_previous_model_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError) as err:
         save_model(tmp_path / "m", model, FeatureConfig(), Alphabet(), {"dev_wer": 0.2})
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "m")
-    assert load_model(tmp_path / "m")[3]["dev_wer"] == 0.1
+    assert load_network(tmp_path / "m")[3]["dev_wer"] == 0.1
     assert os.listdir(tmp_path) == ["m"]
 
 
@@ -266,7 +266,7 @@ def test_an_auxiliary_head_reads_a_lower_layer_and_inference_leaves_it_out(tmp_p
     blstm2.set_weights([w * 0.5 for w in blstm2.get_weights()])
     np.testing.assert_allclose(model(x, n, aux=True)[1].numpy(), aux, atol=1e-6)
     save_model(tmp_path / "m", model, FeatureConfig(), Alphabet())
-    loaded = load_model(tmp_path / "m")[0]
+    loaded = load_network(tmp_path / "m")[0]
     np.testing.assert_allclose(loaded(x, n).numpy(), model(x, n).numpy(), atol=1e-6)
     if onnxruntime_available() and (tmp_path / "m" / "model.onnx").exists():
         from speechrnn.export import OnnxNetwork

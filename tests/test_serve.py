@@ -224,9 +224,9 @@ async def echo(scope, receive, send, delay: float = 0.0):
 
 
 def test_limits_refuse_large_bodies_before_reading_them_and_pass_the_rest():
-    from speechrnn.serve import Limits, ServeLimits
+    from speechrnn.serve import LimitsMiddleware, ServeLimits
 
-    app = Limits(echo, ServeLimits(max_request_mb=1))
+    app = LimitsMiddleware(echo, ServeLimits(max_request_mb=1))
     status, body = run_asgi(app, b"x" * 100, [("content-length", "100")])
     assert (status, body) == (200, b"x" * 100)
     big = b"x" * (2 * 1024 * 1024)
@@ -242,11 +242,11 @@ def test_limits_queue_then_refuse_and_time_out():
     import asyncio
     import functools
 
-    from speechrnn.serve import Limits, ServeLimits
+    from speechrnn.serve import LimitsMiddleware, ServeLimits
 
     # the semaphore binds to one event loop: run the three requests in one loop instead
     async def three():
-        app = Limits(functools.partial(echo, delay=0.3),
+        app = LimitsMiddleware(functools.partial(echo, delay=0.3),
                      ServeLimits(max_concurrent=1, max_queue=1, timeout_s=5))
 
         async def one(body):
@@ -265,6 +265,6 @@ def test_limits_queue_then_refuse_and_time_out():
         return await asyncio.gather(*tasks)
 
     assert sorted(asyncio.run(three())) == [200, 200, 503]  # one runs, one waits, one refused
-    slow = Limits(functools.partial(echo, delay=2.0), ServeLimits(timeout_s=0.2))
+    slow = LimitsMiddleware(functools.partial(echo, delay=2.0), ServeLimits(timeout_s=0.2))
     status, body = run_asgi(slow, b"z")
     assert status == 504 and "longer than" in json.loads(body)["message"]

@@ -1,5 +1,6 @@
 """Feature shards: extraction into TFRecord files, and the streamed pipeline over them."""
 
+import dataclasses
 import json
 import logging
 from dataclasses import replace
@@ -14,7 +15,7 @@ from speechrnn.dataset import count_batches, load_examples, load_shards, make_da
 from speechrnn.errors import InputError
 from speechrnn.features import CMVN, FeatureExtractor
 from speechrnn.manifest import Utterance
-from speechrnn.shards import ShardIndex, build_shards, item_record
+from speechrnn.shards import ShardIndex, ShardSpec, build_shards, item_record
 from speechrnn.text import Alphabet
 from speechrnn.tfrecord import write_record
 
@@ -40,9 +41,13 @@ def rows(tmp_path):
 
 
 def build(rows, folder, **kwargs):
-    options = {"features": FeatureConfig(), "alphabet": Alphabet(), "stride": 3,
-               "shard_minutes": 0.05, "workers": 1, "progress": False, **kwargs}
-    return build_shards(rows, folder, **options)
+    """build_shards with the test's settings: ShardSpec fields and run options as keywords."""
+    fields = {f.name for f in dataclasses.fields(ShardSpec)}
+    spec = ShardSpec(**{"stride": 3, "shard_minutes": 0.05,
+                        **{k: v for k, v in kwargs.items() if k in fields}})
+    run = {"workers": 1, "progress": False, **{k: v for k, v in kwargs.items()
+                                                 if k not in fields}}
+    return build_shards(rows, folder, spec, **run)
 
 
 def memory(rows, features=FeatureConfig()):
@@ -250,7 +255,7 @@ def test_config_knows_the_source_and_the_shard_folder():
 def test_features_command_and_training_data_from_shards(synth_corpus, tmp_path, capsys):
     from speechrnn.cli import main
     from speechrnn.config import load_pipeline_config
-    from speechrnn.train import load_data
+    from speechrnn.training_data import load_data
 
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import TINY_DATA
+from conftest import TINY_DATA, mlflow_run, write_config
 
 from speechrnn.config import load_pipeline_config
 from speechrnn.fastbeam import available as fastbeam_available
@@ -21,37 +20,6 @@ from speechrnn.manifest import read_manifest, write_manifest
 
 needs_flashlight = pytest.mark.skipif(not fastbeam_available(),
                                       reason="flashlight-text is not installed")
-
-TINY = {
-    "model": {"conv_filters": 16, "lstm_layers": 1, "lstm_units": 16, "dropout": 0.0},
-    "batch": {"batch_size": 4, "buckets": 1},
-    "train": {"epochs": 2, "learning_rate": 0.003},
-}
-
-
-@pytest.fixture
-def corpus(synth_corpus):
-    return synth_corpus
-
-
-def write_config(tmp_path: Path, corpus: Path, **sections) -> Path:
-    data = json.loads(json.dumps(TINY))
-    data["data"] = {**TINY_DATA, "out": str(corpus), "cache": str(tmp_path / "cache")}
-    data["train"]["workdir"] = str(tmp_path / "run")
-    data["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
-    for key, value in sections.items():
-        data.setdefault(key, {}).update(value)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def mlflow_run(tmp_path: Path, run_id: str):
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    return client, client.get_run(run_id)
-
 
 def test_train_logs_everything_and_registers_a_model(trained):
     from speechrnn.tracking import Tracker
@@ -186,152 +154,6 @@ def test_bad_utterances_are_skipped_and_changed_config_is_refused(corpus, tmp_pa
         train(load_pipeline_config(config, ["model.lstm_units=8"]), progress=False)
 
 
-def test_nonfinite_batch_leaves_weights_alone(corpus, tmp_path):
-    import tensorflow as tf
-
-    from speechrnn.config import Config, ModelConfig
-    from speechrnn.model import build_model
-    from speechrnn.text import Alphabet
-    from speechrnn.train import Steps, make_optimizer
-
-    cfg = Config(model=ModelConfig(conv_filters=8, lstm_layers=1, lstm_units=4))
-    model = build_model(cfg.model, 39, Alphabet())
-    optimizer = make_optimizer(cfg, 10)
-    optimizer.build(model.trainable_variables)
-    steps = Steps(model, optimizer, 39)
-    before = [w.copy() for w in model.get_weights()]
-    x = np.random.default_rng(0).standard_normal((2, 30, 39)).astype(np.float32)
-    x[0, 3, 4] = np.nan
-    batch = {"features": tf.constant(x), "feature_lengths": tf.constant([30, 30]),
-             "labels": tf.constant([[1, 2], [3, 0]]), "label_lengths": tf.constant([2, 1])}
-    loss, finite = steps.train_batch(batch)
-    assert not finite and not np.isfinite(loss)
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
-    x[0, 3, 4] = 0.0
-    loss, finite = steps.train_batch({**batch, "features": tf.constant(x)})
-    assert finite and np.isfinite(loss)
-    assert not all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
-
-
-def test_ctc_losses_are_tensorflows_dense_ctc_loss_and_its_gradient():
-    """The sparse-label C++ kernel gives the loss and gradient of the dense reference, each
-    item over its own output and label lengths (padding in either changes nothing)."""
-    import tensorflow as tf
-
-    from speechrnn.train import ctc_losses
-
-    rng = np.random.default_rng(0)
-    log_probs = tf.nn.log_softmax(tf.constant(rng.normal(0, 3, (6, 80, 29)), tf.float32))
-    output_lengths = tf.constant([80, 60, 45, 80, 33, 70])
-    label_lengths = tf.constant([10, 20, 5, 30, 1, 12])
-    labels = np.zeros((6, 30), np.int32)
-    for i, n in enumerate(label_lengths.numpy()):
-        labels[i, :n] = rng.integers(1, 29, n)
-    padded = np.concatenate([labels, rng.integers(1, 29, (6, 7))], axis=1)  # junk padding
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(log_probs)
-        fast = ctc_losses(log_probs, output_lengths, tf.constant(padded), label_lengths)
-        dense = tf.nn.ctc_loss(tf.constant(labels), log_probs, label_lengths, output_lengths,
-                               logits_time_major=False, blank_index=0)
-    np.testing.assert_allclose(fast.numpy(), dense.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(tape.gradient(fast, log_probs).numpy(),
-                               tape.gradient(dense, log_probs).numpy(), atol=1e-3)
-    # frames past an item's output length get no gradient
-    grad = tape.gradient(fast, log_probs).numpy()
-    assert not grad[2, 45:].any() and not grad[4, 33:].any()
-
-
-def test_mixed_precision_step_scales_the_loss_and_keeps_float32_weights():
-    """train.mixed_precision: float16 compute, float32 weights, a dynamic loss scale; the
-    step trains and its loss is the float32 step's within float16 rounding."""
-    import keras
-    import tensorflow as tf
-
-    from speechrnn.config import Config, ModelConfig, TrainConfig
-    from speechrnn.model import build_model
-    from speechrnn.text import Alphabet
-    from speechrnn.train import Steps, make_optimizer
-
-    rng = np.random.default_rng(0)
-    batch = {"features": tf.constant(rng.standard_normal((2, 30, 39)).astype(np.float32)),
-             "feature_lengths": tf.constant([30, 24]), "labels": tf.constant([[1, 2], [3, 0]]),
-             "label_lengths": tf.constant([2, 1])}
-    small = ModelConfig(conv_filters=8, lstm_layers=1, lstm_units=4, dropout=0.0)
-    keras.utils.set_random_seed(0)
-    start = build_model(small, 39, Alphabet()).get_weights()
-    losses = {}
-    for mixed in (False, True):
-        cfg = Config(model=small, train=TrainConfig(mixed_precision=mixed))
-        keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-        try:
-            model = build_model(cfg.model, 39, Alphabet())
-            model.set_weights(start)
-            optimizer = make_optimizer(cfg, 10)
-            optimizer.build(model.trainable_variables)
-            steps = Steps(model, optimizer, 39, loss_scaling=mixed)
-            losses[mixed], finite = steps.train_batch(batch)
-            for _ in range(40):  # an overflowing scaled step is skipped and the scale halved
-                if not all(np.array_equal(a, b) for a, b in zip(start, model.get_weights())):
-                    break
-                steps.train_batch(batch)
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
-        assert finite and all(w.dtype == np.float32 for w in model.get_weights())
-        assert not all(np.array_equal(a, b) for a, b in zip(start, model.get_weights()))
-        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == mixed
-    assert losses[True] == pytest.approx(losses[False], rel=1e-2)
-
-
-def test_weight_average_follows_training_and_is_swapped_in_for_evaluation():
-    import tensorflow as tf
-
-    from speechrnn.config import Config, ModelConfig, TrainConfig
-    from speechrnn.model import build_model
-    from speechrnn.text import Alphabet
-    from speechrnn.train import Checkpointer, Steps, TrainState, make_optimizer
-
-    cfg = Config(model=ModelConfig(conv_filters=8, lstm_layers=1, lstm_units=4),
-                 train=TrainConfig(ema_decay=0.9))
-    model = build_model(cfg.model, 39, Alphabet())
-    optimizer = make_optimizer(cfg, 10)
-    optimizer.build(model.trainable_variables)
-    steps = Steps(model, optimizer, 39, ema_decay=0.9)
-    x = np.random.default_rng(0).standard_normal((2, 30, 39)).astype(np.float32)
-    batch = {"features": tf.constant(x), "feature_lengths": tf.constant([30, 30]),
-             "labels": tf.constant([[1, 2], [3, 0]]), "label_lengths": tf.constant([2, 1])}
-    for _ in range(3):
-        steps.train_batch(batch)
-    live = [v.numpy().copy() for v in model.trainable_variables]
-    with steps.averaged():
-        averaged = [v.numpy().copy() for v in model.trainable_variables]
-    assert not all(np.allclose(a, b) for a, b in zip(live, averaged))  # the average lags
-    assert all(np.array_equal(a, v.numpy()) for a, v in zip(live, model.trainable_variables))
-    assert len(steps.state_variables) == len(optimizer.variables) + len(live)
-    # the average survives a checkpoint
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        Checkpointer(Path(tmp)).save(model, steps.state_variables, TrainState(config_digest="d"))
-        for v in steps.ema:
-            v.assign(tf.zeros_like(v))
-        Checkpointer(Path(tmp)).restore(model, steps.state_variables, "d")
-    with steps.averaged():
-        assert all(np.allclose(a, v.numpy()) for a, v in zip(averaged, model.trainable_variables))
-
-
-def test_schedule_warms_up_then_anneals_by_steps_or_budget():
-    from speechrnn.train import Schedule
-
-    s = Schedule(peak=1e-3, warmup_steps=10, total_steps=110, min_ratio=0.05)
-    assert s(0) == pytest.approx(1e-4) and s(10) == pytest.approx(1e-3)
-    assert s(60) == pytest.approx(0.525e-3) and s(110) == pytest.approx(0.05e-3)
-    assert s(500) == pytest.approx(0.05e-3)
-    budget = Schedule(1e-3, 10, 110, 0.05, budget_seconds=100.0)
-    assert budget(20, elapsed=10.0) == pytest.approx(s(20))  # steps lead
-    assert budget(20, elapsed=100.0) == pytest.approx(0.05e-3)  # budget spent: annealed
-    assert budget(20, elapsed=50.0) == pytest.approx(0.525e-3)
-
-
 def test_dev_wer_with_beam_search_and_the_training_transcripts_lm():
     """Frames that spell "tw o" greedily: beam search with a word LM of the training
     transcripts reads "two"; the greedy rates come along for the record."""
@@ -340,7 +162,7 @@ def test_dev_wer_with_beam_search_and_the_training_transcripts_lm():
     from speechrnn.config import Config, EvalConfig, TrainConfig
     from speechrnn.dataset import Examples
     from speechrnn.decoding import Decoding, DecodingOptions
-    from speechrnn.lm import WordLM
+    from speechrnn.lm_build import lm_from_texts
     from speechrnn.manifest import Utterance
     from speechrnn.text import Alphabet
     from speechrnn.train import evaluate_examples
@@ -372,7 +194,7 @@ def test_dev_wer_with_beam_search_and_the_training_transcripts_lm():
     assert rates.wer == 2.0 and extra is None and per is None  # "tw o": a sub. and an ins.
     cfg = Config(train=TrainConfig(dev_decoder="beam"),
                  eval=EvalConfig(lm_order=1, lm_weight=2.0, word_bonus=0.0))
-    beam = Decoding(DecodingOptions.from_eval(cfg.eval), WordLM.from_texts(train_texts, 1))
+    beam = Decoding(DecodingOptions.from_eval(cfg.eval), lm_from_texts(train_texts, 1))
     _, rates, table, greedy, _ = evaluate_examples(Fake, examples, cfg, alphabet, beam)
     assert rates.wer == 0.0 and table[0].hypothesis == "two" and greedy.wer == 2.0
 
@@ -386,7 +208,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(corpus, tm
     from conftest import full_disk
 
     from speechrnn.config import Config, ModelConfig, TrainConfig
-    from speechrnn.model import build_model, load_model
+    from speechrnn.model import build_model, load_network
     from speechrnn.text import Alphabet
     from speechrnn.train import TrainError, save_best, train
 
@@ -415,7 +237,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(corpus, tm
     with pytest.raises(TrainError) as err:
         save_best(job, types.SimpleNamespace(epoch=1), rates, [])
     assert str(job.best_dir) in str(err.value) and "previous best model" in str(err.value)
-    assert load_model(job.best_dir)[3]["epoch"] == 0
+    assert load_network(job.best_dir)[3]["epoch"] == 0
     assert sorted(p.name for p in job.best_dir.parent.iterdir()) == ["best"]
 
 
@@ -555,132 +377,6 @@ def test_a_damaged_checkpoint_resumes_from_the_one_before(corpus, tmp_path, caps
     assert train(load_pipeline_config(config), fresh=True, progress=False).best_epoch >= 0
 
 
-@pytest.mark.parametrize("source", ["memory", "shards"])
-def test_training_data_carries_each_corpus_weight_and_prints_the_mix(corpus, tmp_path, source,
-                                                                     capsys):
-    """data.train_weight and a further corpus's weight reach every training item, in memory
-    and streamed; the mix is printed once; steps per epoch count the weighted epoch."""
-    from speechrnn.dataset import count_batches, make_dataset
-    from speechrnn.shards import config_shards
-    from speechrnn.train import load_data
-
-    data = tmp_path / "data"
-    rows = read_manifest(corpus / "train.jsonl")
-    write_manifest(data / "train.jsonl", rows)
-    for split in ("dev", "test"):
-        write_manifest(data / f"{split}.jsonl", read_manifest(corpus / f"{split}.jsonl"))
-    write_manifest(data / "corpora" / "extra" / "train.jsonl", rows[:6])
-    config = write_config(
-        tmp_path, data, tracking={"enabled": False},
-        batch={"batch_size": 4, "buckets": 1, "source": source},
-        data={"train_weight": 2.0, "shards": str(tmp_path / "shards"), "shard_minutes": 0.05,
-              "corpora": [{"kind": "generic", "source": "extra", "weight": 0.5}]})
-    cfg = load_pipeline_config(config)
-    assert [w for _, w in cfg.data.training_sets()] == [2.0, 0.5]
-    if source == "shards":
-        config_shards(cfg, workers=1, progress=False)
-    training = load_data(cfg, progress=False)
-    assert training.train.weights.tolist() == [2.0] * len(rows) + [0.5] * 6
-    out = capsys.readouterr().out
-    assert out.count("training mix") == 1
-    hours = [sum(r.duration for r in part) / 3600 for part in (rows, rows[:6])]
-    shares = [2.0 * hours[0], 0.5 * hours[1]]
-    assert [m["weight"] for m in training.mix] == [2.0, 0.5]
-    assert [m["utterances"] for m in training.mix] == [len(rows), 6]
-    assert [m["share"] for m in training.mix] == pytest.approx([s / sum(shares)
-                                                                for s in shares])
-    for m in training.mix:
-        assert m["manifest"] in out and f"{100 * m['share']:5.1f} %" in out
-    # an epoch: every train utterance twice and 3 of the 6 further ones
-    steps = training.steps_per_epoch(cfg.batch)
-    assert steps == count_batches(training.train, cfg.batch) == -(-(2 * len(rows) + 3) // 4)
-    for epoch in (0, 1):
-        items = [int(i) for b in make_dataset(training.train, cfg.batch, training=True,
-                                              epoch=epoch) for i in b["index"].numpy()]
-        assert len(items) == 2 * len(rows) + 3 and -(-len(items) // 4) == steps
-        assert all(items.count(i) == 2 for i in range(len(rows)))
-    # without weights: none carried, the epochs as they were
-    plain = load_data(load_pipeline_config(config, ["data.train_weight=1.0",
-                                                    "data.corpora=[]"]), progress=False)
-    assert plain.train.weights is None and [m["weight"] for m in plain.mix] == [1.0]
-
-
-def test_a_second_stage_starts_from_the_first_stages_weights(corpus, tmp_path):
-    """train.init_from naming a recipe: the pipeline trains that recipe first, then starts
-    this one from its model (weights and moving average; dropout may differ). At a
-    vanishing learning rate the second stage's model is the first one's. Once begun, the
-    second stage no longer needs the first."""
-    import shutil
-
-    from speechrnn import pipeline
-    from speechrnn.checkpoint import finished
-    from speechrnn.errors import NotFoundError
-    from speechrnn.model import load_model
-    from speechrnn.train import init_model_dir
-
-    for stage in ("a", "b"):
-        (tmp_path / stage).mkdir()
-    first = write_config(tmp_path / "a", corpus, train={"epochs": 1},
-                         tracking={"enabled": False})
-    second = write_config(tmp_path / "b", corpus, model={"dropout": 0.2}, train={
-        "epochs": 1, "learning_rate": 1e-12, "ema_decay": 0.9, "init_from": str(first)})
-    cfg = load_pipeline_config(second)
-    with pytest.raises(NotFoundError, match="is not trained yet; train it first"):
-        init_model_dir(cfg)
-    result = pipeline.train(cfg, progress=False)
-    assert finished(tmp_path / "a" / "run")
-    assert init_model_dir(cfg) == tmp_path / "a" / "run" / "model"
-    before = np.load(tmp_path / "a" / "run" / "checkpoints" / "last" / "weights.npz")
-    after = np.load(tmp_path / "b" / "run" / "checkpoints" / "last" / "weights.npz")
-    assert len(before.files) == len(after.files)
-    for key in before.files:
-        np.testing.assert_allclose(after[key], before[key], atol=1e-6)
-    exported = load_model(result.model_dir)[0].get_weights()  # the moving average
-    for mine, theirs in zip(exported, load_model(init_model_dir(cfg))[0].get_weights(),
-                            strict=True):
-        np.testing.assert_allclose(mine, theirs, atol=1e-6)
-    client, run = mlflow_run(tmp_path / "b", result.run_id)
-    assert run.data.params["train.init_from"] == str(first)
-    assert run.data.params["runtime.init_model"] == str(init_model_dir(cfg).resolve())
-
-    shutil.rmtree(tmp_path / "a" / "run")  # begun (here: finished), it stands alone
-    first.rename(tmp_path / "a" / "moved.yaml")
-    again = pipeline.train(cfg, progress=False)
-    assert again.run_id == result.run_id and not (tmp_path / "a" / "run").exists()
-
-
-def test_a_first_stage_that_cannot_serve_is_refused_before_training(corpus, tmp_path,
-                                                                    trained):
-    """Another network, a recipe that starts from itself, a model that is not there: clear
-    errors, and nothing trains."""
-    from speechrnn import pipeline
-    from speechrnn.config import ConfigError
-    from speechrnn.errors import NotFoundError
-
-    config = write_config(tmp_path, corpus, tracking={"enabled": False})
-    wider = load_pipeline_config(config, ["model.lstm_units=24",
-                                          f"train.init_from={trained.model_dir}"])
-    with pytest.raises(ConfigError, match=r"model.lstm_units 24 vs 16"):
-        pipeline.train(wider, progress=False)
-    with pytest.raises(ConfigError, match=r"model.lstm_units 24 vs 16"):  # a recipe's too
-        pipeline.train(load_pipeline_config(config, ["model.lstm_units=24",
-                                                     f"train.init_from={trained.config}"]))
-    with pytest.raises(ConfigError, match="cannot start from itself"):
-        pipeline.train(load_pipeline_config(config, [f"train.init_from={config}"]))
-    with pytest.raises(NotFoundError, match=r"train.init_from .*nowhere.*model not found"):
-        pipeline.train(load_pipeline_config(config, [f"train.init_from={tmp_path}/nowhere"]))
-    with pytest.raises(ConfigError, match=r"train.init_from: .*gone.yaml: config file"):
-        pipeline.train(load_pipeline_config(config, [f"train.init_from={tmp_path}/gone.yaml"]))
-    assert not (tmp_path / "run" / "checkpoints").exists()
-    # a finished first stage whose YAML has changed since is not silently reused
-    from speechrnn.train import check_first_stage
-
-    cfg = load_pipeline_config(config, [f"train.init_from={trained.config}"])
-    assert check_first_stage(cfg, load_pipeline_config(trained.config))
-    with pytest.raises(ConfigError, match="trained with other settings.*--fresh"):
-        check_first_stage(cfg, load_pipeline_config(trained.config, ["train.seed=1"]))
-
-
 @needs_flashlight
 def test_a_phone_model_trains_saves_its_lexicon_and_transcribes_words(synth_corpus, tmp_path,
                                                                       capsys):
@@ -734,7 +430,7 @@ def test_an_auxiliary_phone_head_trains_under_a_character_head(synth_corpus, tmp
     from speechrnn import pipeline
     from speechrnn.dataset import make_dataset
     from speechrnn.lexicon import recipe_lexicon
-    from speechrnn.train import load_data
+    from speechrnn.training_data import load_data
 
     cfg = load_pipeline_config(None, [
         "model.conv_filters=16", "model.lstm_layers=2", "model.lstm_units=16",

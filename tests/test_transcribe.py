@@ -246,14 +246,14 @@ def test_fsdd_single_digits_trimmed_tight_as_well_as_with_quiet_around(tmp_path)
     from speechrnn.audio import save_audio
     from speechrnn.corpora.fsdd import DIGITS, scan
     from speechrnn.decoding import DecodingOptions
-    from speechrnn.lm import WordLM
+    from speechrnn.lm_build import lm_from_texts
 
     if not (fsdd_model() / "model.json").exists() or not (corpora_root() / "fsdd").is_dir():
         pytest.skip("needs a trained fsdd-digits model (SPEECHRNN_FSDD_MODEL) and FSDD")
     rows = [r for r in scan(corpora_root() / "fsdd", []) if r.speaker == "jackson"
             and int(r.id.rsplit("_", 1)[1]) % 2 == 1]  # the test takes, never seen
     model = speechrnn.load_model(fsdd_model(), options=DecodingOptions("beam", 16, 1.0, 1.0),
-                                 lm=WordLM.from_texts(DIGITS, order=1))
+                                 lm=lm_from_texts(DIGITS, order=1))
     quiet = (np.random.default_rng(0).standard_normal(4800) * 1e-4).astype(np.float32)
     trimmed = [librosa.effects.trim(load_audio(r.audio), top_db=30)[0] for r in rows]
     refs = [r.text for r in rows]
@@ -277,14 +277,14 @@ def test_a_model_decodes_as_its_saved_decoding_says(trained, tmp_path):
 
     import speechrnn
     from speechrnn.decoding import Decoding, DecodingOptions
-    from speechrnn.lm import WordLM
+    from speechrnn.lm_build import lm_from_texts
 
     model = shutil.copytree(trained.model_dir, tmp_path / "model")
     rows = read_manifest(trained.corpus / "test.jsonl")
     audio = rows[0].audio
     greedy = speechrnn.load_model(model)
     assert greedy.options.method == "greedy" and greedy.lm is None
-    lm = WordLM.from_texts([r.text for r in read_manifest(trained.corpus / "train.jsonl")])
+    lm = lm_from_texts([r.text for r in read_manifest(trained.corpus / "train.jsonl")])
     Decoding(DecodingOptions(method="beam", beam_width=8, lm_weight=0.5), lm).save(model)
     own = speechrnn.load_model(model)
     assert own.options.method == "beam" and own.options.lm_weight == 0.5

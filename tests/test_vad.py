@@ -5,10 +5,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import talkative_model
+from conftest import non_speech_signals, talkative_model
 
 from speechrnn.audio import load_audio
-from speechrnn.vad import VadOptions, non_speech_signals, overlaps, speech_mask, speech_regions
+from speechrnn.vad import VadOptions, overlaps, speech_mask, speech_regions
 
 
 @pytest.mark.parametrize("name", sorted(non_speech_signals(1.0)))

@@ -16,7 +16,7 @@ from conftest import ROOT, tone, write
 
 from speechrnn.errors import InputError
 from speechrnn.formats import FORMATS, format_transcript
-from speechrnn.serve import Limits, ServeLimits, transcribe_item
+from speechrnn.serve import LimitsMiddleware, ServeLimits, transcribe_item
 from speechrnn.web import STATIC, Page
 
 CARD = {"model": "runs/x/model", "units": "characters", "vocabulary": 28,
@@ -67,8 +67,8 @@ class Spoken:
 def page():
     """The page over :class:`Spoken`, with the limits of :data:`CARD`."""
     limits = ServeLimits(max_request_mb=1.0, max_audio_s=20.0)
-    return Limits(Page(scoring, lambda audio: transcribe_item(Spoken(), audio, limits), CARD),
-                  limits)
+    page = Page(scoring, lambda audio: transcribe_item(Spoken(), audio, limits), CARD)
+    return LimitsMiddleware(page, limits)
 
 
 def wav(seconds: float, sr: int = 16000) -> bytes:
@@ -152,7 +152,7 @@ def test_transcribe_runs_off_the_event_loop_and_times_out():
         raise InputError("released")
 
     async def both():
-        app = Limits(Page(scoring, slow, CARD), ServeLimits(timeout_s=0.5))
+        app = LimitsMiddleware(Page(scoring, slow, CARD), ServeLimits(timeout_s=0.5))
         sent = []
 
         async def receive():
@@ -367,7 +367,7 @@ def test_page_transcribes_files_as_the_cli_does_in_a_real_browser(trained, talka
 
 
 class PageServer:
-    """The page and :class:`Limits` served by uvicorn in a thread, over a transcriber that
+    """The page and :class:`LimitsMiddleware` served by uvicorn in a thread, over a transcriber that
     waits for the test's word: a server at its limits on demand."""
 
     def __init__(self, limits: ServeLimits):
@@ -382,7 +382,7 @@ class PageServer:
             return Spoken().transcribe(audio)
 
         self.port = free_port()
-        app = Limits(Page(scoring, transcribe, {**CARD, "limits": {
+        app = LimitsMiddleware(Page(scoring, transcribe, {**CARD, "limits": {
             "max_request_mb": limits.max_request_mb, "max_audio_s": limits.max_audio_s,
             "timeout_s": limits.timeout_s}}), limits)
         self.server = uvicorn.Server(uvicorn.Config(app, port=self.port, log_level="warning"))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..config import CorpusConfig, DataConfig
+from ..config import CorpusConfig, DataConfig, manifest_path, resolve_source
 from ..errors import InputError, NotFoundError
-from ..manifest import manifest_path, write_manifest
+from ..manifest import write_manifest
 from .fsdd import import_fsdd
 from .importer import ImportOptions, ImportResult, Rejected, split_by_speaker, validate
 from .kaldi import import_kaldi
@@ -38,19 +37,6 @@ def import_corpus(kind: str, source: str | Path, options: ImportOptions) -> Impo
     if not source.exists():
         raise NotFoundError(f"{source}: corpus source not found")
     return IMPORTERS[kind](source, options)
-
-
-def resolve_source(source: str, corpora: str | Path | None = None) -> Path:
-    """``source`` as given if it exists, else under the corpora folder
-    (``corpora`` or ``$SPEECHRNN_CORPORA``)."""
-    path = Path(source)
-    if path.exists() or path.is_absolute():
-        return path
-    root = corpora or os.environ.get("SPEECHRNN_CORPORA")
-    if root and (Path(root) / source).exists():
-        return Path(root) / source
-    raise NotFoundError(f"{source}: corpus source not found (give a path, or set "
-                            "--corpora / SPEECHRNN_CORPORA to the folder that holds it)")
 
 
 def _up_to_date(stamp: Path, settings: dict) -> bool:

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
-from ..config import Config
+from ..config import Config, manifest_path
 from ..errors import InputError
-from ..manifest import Utterance, manifest_path, write_manifest
+from ..manifest import Utterance, write_manifest
 from ..progress import parallel_map
 from ..text import DEFAULT_CHARACTERS, Alphabet, TextError, ctc_min_frames, normalize_text
 

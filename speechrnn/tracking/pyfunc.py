@@ -23,6 +23,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from speechrnn.serve import ServeLimits, transcribe_items
+
 
 def _audio_bytes(item):
     """Bytes of an item; anything else is passed on for ``transcribe_items`` to refuse."""
@@ -46,8 +48,6 @@ class SpeechRecognizerModel(mlflow.pyfunc.PythonModel):
         self.transcriber = Transcriber(context.artifacts["model_dir"])
 
     def predict(self, context, model_input, params=None):
-        from speechrnn.serve import ServeLimits, transcribe_items
-
         if isinstance(model_input, (pd.DataFrame, dict)):
             if "audio" not in model_input:
                 raise MlflowException("the input needs an 'audio' column of audio files",

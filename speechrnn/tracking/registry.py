@@ -15,10 +15,11 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
+import yaml
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from . import tracking_uri
+from .base import tracking_uri
 
 TRACKING_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = TRACKING_DIR.parent  # speechrnn/: the code the logged model runs
@@ -94,7 +95,6 @@ def download_model(model_uri: str, uri: str | None = None) -> Path:
     """The model directory inside a logged MLflow model (``runs:/<run_id>/model``,
     ``models:/<name>/<version>``), downloaded to a local folder; once per process for a
     run's model or a numbered version (the CLI reads a model's decoding, then loads it)."""
-    import yaml
 
     key = (model_uri, tracking_uri(uri))
     if _fixed(model_uri) and key in _downloaded and _downloaded[key].is_dir():

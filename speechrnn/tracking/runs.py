@@ -15,7 +15,7 @@ from typing import Any
 
 import mlflow
 
-from . import RunTracker, tracking_uri
+from .base import RunTracker, tracking_uri
 from .registry import log_pyfunc
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import tracking_uri
+from .base import tracking_uri
 
 
 def ui_command(host: str, port: int, uri: str | None = None) -> tuple[list[str], dict]:
@@ -27,7 +27,7 @@ def scoring_app(model: str, limits, uri: str | None = None):
     :class:`~speechrnn.transcribe.Transcriber` inside it, which the page shares."""
     from .registry import load_pyfunc, served_model_uri
 
-    # MLflow's own time limit, a little after ours (speechrnn.serve.Limits answers 504)
+    # MLflow's own time limit, a little after ours (speechrnn.serve.LimitsMiddleware answers 504)
     os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(int(limits.timeout_s) + 5)
     from mlflow.pyfunc import scoring_server
 

@@ -17,7 +17,7 @@ Routes of :class:`Page` (every other request goes on to the app it wraps):
   ``start``, ``end``, ``confidence``) and ``formats``: the same transcript written by
   :func:`speechrnn.formats.format_transcript` as ``speechrnn transcribe`` writes it. Audio
   that cannot be transcribed gets 400 and ``message``, the reason. The server's limits
-  (:class:`speechrnn.serve.Limits`, wrapped around this app) answer 413, 503 and 504 here
+  (:class:`speechrnn.serve.LimitsMiddleware`, wrapped around this app) answer 413, 503 and 504 here
   as at ``/invocations``.
 """
 
@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from ..decoding import Decoding
 from ..errors import SpeechRNNError, reason
 from ..formats import FORMATS, format_transcript
 
@@ -53,7 +54,6 @@ def model_card(model: str, transcriber: Transcriber, limits, record: dict) -> di
     :func:`speechrnn.tracking.model_record`), its units and vocabulary size, its decoding
     (and its name in metrics, to pick the matching test WER), the backend, and the
     server's ``limits`` (a :class:`speechrnn.serve.ServeLimits`)."""
-    from ..decoding import Decoding
 
     decoding = Decoding(transcriber.options, transcriber.lm)
     units = transcriber.meta.get("model", {}).get("units", "chars")

@@ -1,4 +1,5 @@
-"""The pipeline scripts and the MLproject entry points, on the tiny synthetic corpus."""
+"""pipelines/run.py (the recipe script) and the MLproject entry points, on the tiny
+synthetic corpus."""
 
 import os
 import re
@@ -25,7 +26,7 @@ def test_run_py_evaluates_and_transcribes_a_trained_model(trained, tmp_path):
     import mlflow
 
     from speechrnn.tracking import download_model
-    from speechrnn.transcribe import load_model
+    from speechrnn.transcribe import load_transcriber
 
     store = Path(trained.uri.removeprefix("sqlite:///"))
     shutil.copy(store, tmp_path / "mlflow.db")
@@ -67,7 +68,7 @@ def test_run_py_evaluates_and_transcribes_a_trained_model(trained, tmp_path):
     assert saved["method"] == "beam" and saved["lm"] == "lm.arpa"
     assert (saved["lm_weight"], saved["word_bonus"]) == (metrics["dev_tuned_lm_weight"],
                                                          metrics["dev_tuned_word_bonus"])
-    assert load_model(model_dir).options.lm_weight == saved["lm_weight"]
+    assert load_transcriber(model_dir).options.lm_weight == saved["lm_weight"]
     versions = client.search_model_versions(f"name='{trained.name}'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     assert json.loads((model_dir / "mlflow.json").read_text())["version"] == 2
