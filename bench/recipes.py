@@ -18,27 +18,28 @@ def variant(config, overrides: list[str], budget_min: float = 0.0, track: bool =
 
 
 def train_and_score(cfg, sets: dict[str, str], corpora: str | None) -> dict:
-    """Prepare ``cfg``'s data (kept when already there), train (or resume: a finished
-    training is kept as it is) and score the model on each manifest ``name`` of ``sets``
-    (``{name: label}``): ``<label>_<greedy|beam>_<wer|cer>`` and ``<label>_utterances``, in
-    percent, with ``epochs``, ``best_epoch``, ``train_min``, ``wall_min`` and ``kept`` (the
-    training had finished before this call: only scored again)."""
-    from speechrnn import pipeline
+    """Run the recipe ``cfg`` (:func:`speechrnn.recipe.run_recipe`: data prepared or kept,
+    training run or resumed, a finished one kept as it is; its evaluation as the recipe
+    decodes, the LM weights tuned on dev when it lists values to try) and score the model
+    on each manifest ``name`` of ``sets`` (``{name: label}``):
+    ``<label>_<greedy|beam>_<wer|cer>`` and ``<label>_utterances``, in percent, with
+    ``epochs``, ``best_epoch``, ``train_min``, ``wall_min`` and ``kept`` (the training had
+    finished before this call: only scored again)."""
     from speechrnn.checkpoint import finished
+    from speechrnn.recipe import run_recipe
 
     start = time.monotonic()
     kept = finished(cfg.workdir)
-    pipeline.prepare(cfg, corpora, progress=False)
-    trained = time.monotonic()
-    result = pipeline.train(cfg, progress=False, corpora=corpora)
+    done = run_recipe(cfg, ("prepare", "train", "evaluate"), corpora, progress=False,
+                      sets=list(sets), say=lambda text: None)
+    result = done.training
     row = {"epochs": len(result.history), "best_epoch": result.best_epoch + 1,
-           "train_min": round((time.monotonic() - trained) / 60, 1), "kept": kept}
-    decodings = {"greedy": pipeline.recipe_decoding(cfg, "greedy"),
-                 "beam": pipeline.recipe_decoding(cfg, "beam", corpora)}
+           "train_min": round(sum(h.get("epoch_seconds", 0.0) for h in result.history) / 60,
+                              1),
+           "kept": kept}
     for name, label in sets.items():
-        for method, decoding in decodings.items():
-            report = pipeline.evaluate(cfg.model_dir, cfg.data.manifest(name), decoding,
-                                       progress=False, speaker_cmvn=cfg.eval.speaker_cmvn)
+        for decoding, report in done.reports[name].items():
+            method = "greedy" if decoding == "greedy" else "beam"
             row[f"{label}_{method}_wer"] = round(100 * report.rates.wer, 2)
             row[f"{label}_{method}_cer"] = round(100 * report.rates.cer, 2)
             row[f"{label}_utterances"] = report.rates.utterances

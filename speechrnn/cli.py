@@ -58,6 +58,7 @@ from .lm_build import build_lm, lm_from_sources
 from .manifest import format_stats, manifest_stats, read_manifest
 from .model_dir import resolve_model
 from .pipeline import evaluate, find_audio, prepare, transcribe
+from .recipe import run_recipe
 from .serve import ServeLimits, serve
 from .tracking.servers import ui_command
 
@@ -156,6 +157,19 @@ def cmd_train(args) -> int:
                "best_epoch": result.best_epoch + 1, "best_dev_wer": result.best_wer,
                "stop_reason": result.stop_reason, **result.model}
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    cfg = load_pipeline_config(args.config, args.overrides + args.sets.split())
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    try:
+        run_recipe(cfg, stages, args.corpora, fresh=args.fresh,
+                   progress=False if args.quiet else None)
+    except Interrupted:
+        print("interrupted: checkpoint saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -453,6 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-index", type=int, default=0,
                    help="this machine's place in --workers (0: the chief)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="a recipe end to end: prepare, train, evaluate (LM weights "
+                       "tuned on dev, saved with the model), transcribe")
+    _pipeline_args(p)
+    p.add_argument("--stages", default="prepare,train,evaluate,transcribe",
+                   help="comma-separated, any of prepare, train, evaluate, transcribe")
+    p.add_argument("--sets", default="", help="overrides as one space-separated string "
+                   "(for MLproject parameters)")
+    p.add_argument("--fresh", action="store_true", help="ignore checkpoints, start over")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("evaluate", help="WER and CER of a model on a manifest")
     _model_args(p)

@@ -248,18 +248,27 @@ def test_an_interrupted_ablation_keeps_its_finished_rows(tmp_path, monkeypatch):
     assert [(r["variant"], r["dev_beam_wer"]) for r in rows] == [("baseline", 40.0)]
 
 
-def test_a_recipe_variant_is_trained_once_and_scored(trained):
-    """train_and_score keeps a finished training and scores the named sets both ways."""
+def test_a_recipe_variant_is_trained_once_and_scored(trained, tmp_path):
+    """train_and_score runs the recipe: a finished training is kept, the named sets are
+    scored both ways, and the recipe's beam search is saved with the model (on a copy of
+    the trained run: it changes)."""
+    import shutil
+    from dataclasses import replace
+
     import recipes
 
     from speechrnn.config import load_pipeline_config
 
     cfg = load_pipeline_config(trained.config)
+    shutil.copytree(cfg.workdir, tmp_path / "run")
+    cfg = replace(cfg, train=replace(cfg.train, workdir=str(tmp_path / "run")),
+                  tracking=replace(cfg.tracking, enabled=False))
     row = recipes.train_and_score(cfg, {"dev": "dev", "test": "held"}, None)
-    assert row["epochs"] == 2 and row["train_min"] < 1.0  # resumed finished: no training
+    assert row["kept"] and row["epochs"] == 2  # finished: not trained again
     for key in ("dev_greedy_wer", "dev_beam_wer", "held_greedy_cer", "held_beam_cer"):
         assert 0.0 <= row[key] <= 200.0
     assert row["held_utterances"] == 4
+    assert (tmp_path / "run" / "model" / "decoding.json").is_file()
 
 
 def test_a_benchmark_section_of_results_md_is_replaced_and_kept(tmp_path):
