@@ -52,6 +52,7 @@ from .decoding import Decoding, DecodingOptions
 from .distribute import set_cluster
 from .errors import InputError, NotFoundError, SpeechRNNError
 from .formats import format_transcript
+from .inference import InferenceOptions
 from .lexicon import Lexicon, build_lexicon, recipe_words, source_words
 from .lm import WordLM
 from .lm_build import build_lm, lm_from_sources
@@ -189,8 +190,11 @@ def _decoding(args):
     if args.decoder is None and not wants_lm:
         if not given:
             return None
-        own = Decoding.of_model(resolve_model(args.model)) or Decoding(DecodingOptions("beam"))
-        return Decoding(replace(own.options, **given), own.lm)
+        path = resolve_model(args.model)
+        own = InferenceOptions.of_model(path)
+        if own.decoder != "beam":
+            return Decoding(DecodingOptions("beam", **given))
+        return Decoding(replace(own.decoding, **given), own.load_lm(path))
     lm = WordLM.load(args.lm) if args.lm else \
         lm_from_sources(args.lm_from, args.lm_text, order=args.lm_order)
     method = args.decoder or ("beam" if wants_lm else "greedy")
@@ -380,7 +384,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="network runtime (auto: ONNX Runtime when installed)")
     p.add_argument("--decoder", choices=("greedy", "beam"),
                    help="default: the model's own (beam + LM when its recipe saved one, "
-                   "decoding.json), else greedy; beam when an LM is given")
+                   "inference.json), else greedy; beam when an LM is given")
     p.add_argument("--beam-width", type=int, help="beam search's width (default: the "
                    f"model's own, else {EvalConfig.beam_width}); alone, it widens the model's "
                    "own beam search")

@@ -19,33 +19,24 @@ the LM has an ARPA file (``lm.arpa_path()``); with ``auto`` it falls back to the
 search otherwise, and ``python`` always runs the Python search. The C++ search (its trie and
 loaded LM) is built once per (LM, alphabet) and reused, whatever the options.
 
-A model directory may carry its own decoding (:meth:`Decoding.save`): ``decoding.json``
-(the options, e.g. the LM weight and word bonus its recipe chose on dev) and ``lm.arpa``.
-A model loaded without decoding options decodes that way (:meth:`Decoding.of_model`).
+How a model decodes unless told otherwise is saved with it (:mod:`speechrnn.inference`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import threading
 import weakref
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from . import fastbeam
 from .config import Config, EvalConfig
 from .errors import InputError, MissingDependencyError
-from .files import atomic_write, atomic_write_text
 from .lm import EOS, WordLM
 from .lm_build import recipe_lm
 from .text import Alphabet
-
-BUNDLED_DECODING = "decoding.json"  # in a model directory: how it decodes by default
-BUNDLED_LM = "lm.arpa"
 
 
 @dataclass(frozen=True)
@@ -137,45 +128,6 @@ class Decoding:
         if method == "greedy":
             return cls()
         return cls(DecodingOptions.from_eval(cfg.eval, method), recipe_lm(cfg, corpora))
-
-    def save(self, model_dir: str | Path) -> list[Path]:
-        """Make this the decoding of the model in ``model_dir``: the options go to
-        ``decoding.json`` (the engine is left to each machine), the LM to ``lm.arpa``
-        (KenLM reads it too); a former ``lm.arpa`` is removed when there is no LM.
-        Returns the files written."""
-
-        model_dir = Path(model_dir)
-        lm_file = model_dir / BUNDLED_LM
-        options = {k: v for k, v in asdict(self.options).items() if k != "engine"}
-        written = []
-        if self.lm is not None:
-            source = self.lm.path
-            if source is None or not source.is_file() or source.suffix == ".gz":
-                self.lm.write_arpa(lm_file)
-            elif source.resolve() != lm_file.resolve():
-                with open(source, "rb") as src, atomic_write(lm_file) as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            written.append(lm_file)
-        else:
-            lm_file.unlink(missing_ok=True)
-        path = model_dir / BUNDLED_DECODING
-        atomic_write_text(path, json.dumps({**options, "lm": BUNDLED_LM if self.lm else None},
-                                           indent=2) + "\n")
-        return [path, *written]
-
-    @classmethod
-    def of_model(cls, model_dir: str | Path) -> Decoding | None:
-        """The decoding saved with a model (:meth:`save`), or None when it has none."""
-        path = Path(model_dir) / BUNDLED_DECODING
-        if not path.is_file():
-            return None
-        try:
-            saved = json.loads(path.read_text())
-            lm_name = saved.pop("lm", None)
-            options = DecodingOptions(**saved)
-        except (ValueError, TypeError, AttributeError) as err:
-            raise InputError(f"{path}: not a decoding file ({err})") from None
-        return cls(options, WordLM.load(path.parent / lm_name) if lm_name else None)
 
 
 def greedy_ids(log_probs: np.ndarray, blank: int = 0) -> list[int]:

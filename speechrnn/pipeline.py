@@ -35,6 +35,7 @@ from .distribute import Cluster
 from .errors import InputError
 from .evaluate import ErrorRates, UtteranceScore, evaluate_model, search_lm_weights
 from .files import atomic_write_text
+from .inference import save_decoding
 from .lexicon import recipe_targets
 from .manifest import read_manifest
 from .progress import progress_bar
@@ -137,13 +138,14 @@ def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
 
 def bundle(cfg: Config, decoding: Decoding, run_id: str | None = None) -> list[Path]:
     """Make ``decoding`` (a recipe's beam search, LM and dev-tuned weights) the default of
-    its trained model: written into the model directory (:meth:`Decoding.save`), so that
+    its trained model: written into the model directory
+    (:func:`speechrnn.inference.save_decoding`: ``inference.json``, ``lm.arpa``), so that
     ``speechrnn transcribe`` and ``serve`` use it unasked. With ``run_id`` (tracking on),
     the model is logged to that run again, with it, and registered as a new version under
     the same name; ``mlflow.json`` then names that version. Returns the files written."""
 
     model_dir = cfg.model_dir
-    files = decoding.save(model_dir)
+    files = save_decoding(model_dir, decoding)
     if run_id and cfg.tracking.enabled:
         from .tracking.runs import log_model_to_run
 
@@ -160,7 +162,7 @@ def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bo
     """A :class:`speechrnn.transcribe.Transcriber` for a model directory, a
     ``runs:/<run_id>/model`` or ``models:/<name>/<version>`` URI, or a config (its trained
     model); a ready transcriber is returned as it is. ``decoding`` None: the model's own
-    (:meth:`Decoding.save`), else greedy. ``vad=False``: decode every sound as speech
+    (``inference.json``), else greedy. ``vad=False``: decode every sound as speech
     (noise and tones too). ``speaker_cmvn``: evaluation normalises each utterance with its
     speaker's pooled statistics (None: as the model's recipe chose)."""
     from .transcribe import Transcriber, load_transcriber
@@ -170,7 +172,7 @@ def load(model, decoding: Decoding | None = None, backend: str = "auto", vad: bo
     if isinstance(model, Config):
         model = model.model_dir
     common = {"backend": backend, "vad": VadOptions(enabled=vad), "speaker_cmvn": speaker_cmvn}
-    if decoding is None:  # the model's own decoding (decoding.json), else greedy
+    if decoding is None:  # the model's own decoding (inference.json), else greedy
         return load_transcriber(model, **common)
     return load_transcriber(model, options=decoding.options, lm=decoding.lm, **common)
 

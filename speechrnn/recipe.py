@@ -132,7 +132,7 @@ def recipe_decodings(cfg: Config, model_dir: Path, run_id, corpora, progress, sa
     if decodings["beam"].lm is not None:
         pipeline.bundle(cfg, decodings["beam"], run_id)
         say(f"beam {decodings['beam'].options.beam_width} + word LM saved with the model "
-            f"(decoding.json, lm.arpa): transcribe and serve decode that way"
+            f"(inference.json, lm.arpa): transcribe and serve decode that way"
             + (" (registered again as a new version)" if run_id and cfg.tracking.enabled
                else ""))
     return decodings

@@ -64,6 +64,7 @@ from .decoding import Decoding, beam_search, decode_text, greedy_batch
 from .distribute import describe, is_chief, make_strategy
 from .evaluate import ErrorRates, error_rates, phone_error_rate, score_utterances
 from .files import atomic_write_text, replace_dir
+from .inference import InferenceOptions
 from .progress import progress_bar
 from .report import plot_history, write_error_analysis, write_utterances, write_word_errors
 from .steps import Schedule, Steps, make_optimizer
@@ -278,8 +279,11 @@ def save_best(job: Job, state: TrainState, rates, table) -> None:
             replace_dir(best) as folder:
         save_model(folder, job.model, cfg.features, job.data.alphabet,
                    {"epoch": state.epoch, "dev_wer": rates.wer, "dev_cer": rates.cer,
-                    "config": cfg.name, "edge_pad_s": cfg.eval.edge_pad_s,
-                    "speaker_cmvn": cfg.eval.speaker_cmvn}, atomic=False)
+                    "config": cfg.name}, atomic=False)
+        # how it transcribes by default: the recipe's choices (the evaluate stage adds the
+        # beam search and its LM)
+        InferenceOptions(edge_pad_s=cfg.eval.edge_pad_s,
+                         speaker_cmvn=cfg.eval.speaker_cmvn).save(folder)
         if cfg.features.cmvn == "global":
             shutil.copy(cfg.workdir / "cmvn.json", folder / "cmvn.json")
         write_utterances(folder / "dev_transcripts.csv", table)

@@ -28,10 +28,11 @@ from threadpoolctl import ThreadpoolController
 
 from .audio import AudioError, audio_duration, load_audio, prepare_audio, stream_audio
 from .config import output_frames
-from .decoding import Decoding, DecodingOptions, Hypothesis, decode
+from .decoding import DecodingOptions, Hypothesis, decode
 from .errors import InputError, MissingDependencyError
 from .export import OnnxNetwork, build_onnx, onnx_available, onnxruntime_available
 from .features import CMVN, FeatureExtractor
+from .inference import InferenceOptions
 from .model_dir import read_model_dir, resolve_model
 from .progress import progress_bar
 from .segment import ChunkOptions, chunks
@@ -62,19 +63,25 @@ def _name(source) -> str:
 
 @dataclass
 class Transcriber:
-    """A loaded model: features, network and decoding. Build with :func:`load_transcriber`."""
+    """A loaded model: features, network and decoding. Build with :func:`load_transcriber`.
+
+    It transcribes as the model's own :class:`~speechrnn.inference.InferenceOptions` say
+    (``inference.json``), with what is given here replacing them: ``options`` (whole
+    InferenceOptions, or the decoder's DecodingOptions, then without the model's LM),
+    ``lm`` (a word LM for beam search), ``backend``, ``vad``, ``edge_pad_s`` and
+    ``speaker_cmvn`` (None: the model's own). :attr:`inference` is the result."""
 
     model_dir: Path
-    backend: str = "auto"  # auto | onnx | keras
-    options: DecodingOptions | None = None  # None: the model's own (decoding.json), or greedy
+    backend: str | None = None  # auto | onnx | keras
+    options: InferenceOptions | DecodingOptions | None = None
     lm: object = None  # a speechrnn.lm.WordLM for beam search
     chunking: ChunkOptions = ChunkOptions()
     batch_size: int = 8
     threads: int = 0  # ONNX Runtime intra-op threads (0: all cores)
-    vad: VadOptions = VadOptions()  # enabled=False: every sound is decoded as speech
-    edge_pad_s: float | None = None  # quiet added at both ends (None: the model's own)
+    vad: VadOptions | bool | None = None  # False: every sound is decoded as speech
+    edge_pad_s: float | None = None  # quiet added at both ends
     # evaluation of a manifest: each utterance normalised with its speaker's statistics,
-    # pooled over all of that speaker's utterances (None: the model's own choice)
+    # pooled over all of that speaker's utterances
     speaker_cmvn: bool | None = None
     network: object = field(init=False, repr=False)
 
@@ -82,20 +89,35 @@ class Transcriber:
         files = read_model_dir(self.model_dir)
         self.model_dir = files.path
         self.features, self.alphabet, self.meta = files.features, files.alphabet, files.meta
-        if self.options is None:
-            own = Decoding.of_model(files.path) if self.lm is None else None
-            self.options, self.lm = (own.options, own.lm) if own else \
-                (DecodingOptions("beam" if self.lm is not None else "greedy"), self.lm)
+        self.inference = inference = self._inference()
+        self.options = inference.decoding
+        if self.lm is None:
+            self.lm = inference.load_lm(files.path)
+        self.vad = self.vad if isinstance(self.vad, VadOptions) else \
+            VadOptions(enabled=inference.vad)
+        self.edge_pad_s, self.speaker_cmvn = inference.edge_pad_s, inference.speaker_cmvn
         self.stride, self.frame_seconds = files.stride, files.frame_seconds
-        if self.edge_pad_s is None:  # what the recipe chose on dev (eval.edge_pad_s)
-            self.edge_pad_s = float(self.meta.get("edge_pad_s", 0.0))
-        if self.speaker_cmvn is None:  # what the recipe chose on dev (eval.speaker_cmvn)
-            self.speaker_cmvn = bool(self.meta.get("speaker_cmvn", False))
         cmvn = CMVN.load(files.path / "cmvn.json") if self.features.cmvn == "global" else None
         self.extractor = FeatureExtractor(self.features, cmvn=cmvn)
-        self.network, self.backend = _load_network(files, self.backend, self.threads)
+        self.network, self.backend = _load_network(files, inference.backend, self.threads)
 
         self._blas = ThreadpoolController()
+
+    def _inference(self) -> InferenceOptions:
+        """The model's own options with the given fields replacing theirs."""
+        own = InferenceOptions.of_model(self.model_dir)
+        if isinstance(self.options, InferenceOptions):
+            own = self.options
+        elif isinstance(self.options, DecodingOptions):  # the decoder as given, no LM
+            own = own.with_decoding(self.options)
+        elif self.lm is not None:
+            own = replace(own, decoder="beam")
+        given = {k: v for k, v in (("backend", self.backend), ("edge_pad_s", self.edge_pad_s),
+                                   ("speaker_cmvn", self.speaker_cmvn)) if v is not None}
+        if self.vad is not None:
+            given["vad"] = self.vad.enabled if isinstance(self.vad, VadOptions) else \
+                bool(self.vad)
+        return replace(own, **given)
 
     @property
     def sample_rate(self) -> int:

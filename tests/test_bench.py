@@ -268,7 +268,7 @@ def test_a_recipe_variant_is_trained_once_and_scored(trained, tmp_path):
     for key in ("dev_greedy_wer", "dev_beam_wer", "held_greedy_cer", "held_beam_cer"):
         assert 0.0 <= row[key] <= 200.0
     assert row["held_utterances"] == 4
-    assert (tmp_path / "run" / "model" / "decoding.json").is_file()
+    assert (tmp_path / "run" / "model" / "inference.json").is_file()
 
 
 def test_a_benchmark_section_of_results_md_is_replaced_and_kept(tmp_path):

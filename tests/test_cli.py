@@ -79,13 +79,14 @@ def test_cli_defaults_come_from_the_config_dataclasses():
 def test_a_beam_width_alone_changes_the_models_own_beam_search(tmp_path):
     from speechrnn.cli import build_parser
     from speechrnn.decoding import Decoding, DecodingOptions
+    from speechrnn.inference import save_decoding
     from speechrnn.lm_build import lm_from_sources
 
     text = tmp_path / "sentences.txt"
     text.write_text("one two three\nthree two one\n")
     own = Decoding(DecodingOptions("beam", beam_width=64, lm_weight=1.2, word_bonus=2.0),
                    lm_from_sources([], [text], order=2))
-    own.save(tmp_path)
+    save_decoding(tmp_path, own)
     parser = build_parser()
 
     def decoding(*flags):
@@ -99,7 +100,7 @@ def test_a_beam_width_alone_changes_the_models_own_beam_search(tmp_path):
     assert wider.lm is not None and "three" in wider.lm.vocab
     assert decoding("--word-bonus", "0").options.beam_width == 64
     # a model that saved no decoding: beam search without an LM, at the width asked
-    (tmp_path / "decoding.json").unlink()
+    (tmp_path / "inference.json").unlink()
     plain = decoding("--beam-width", "8")
     assert (plain.options.method, plain.options.beam_width, plain.lm) == ("beam", 8, None)
 

@@ -150,37 +150,6 @@ def test_a_recipe_decodes_with_its_eval_section_and_all_its_training_text(tmp_pa
         Decoding(DecodingOptions(), beam.lm)
 
 
-def test_a_decoding_saved_with_a_model_comes_back(tmp_path):
-    from speechrnn.decoding import BUNDLED_LM, Decoding
-
-    lm = lm_from_texts(["one two three", "two three four"], order=2)
-    chosen = Decoding(DecodingOptions(method="beam", beam_width=12, lm_weight=0.7,
-                                      word_bonus=1.5, engine="python"), lm)
-    files = chosen.save(tmp_path)
-    assert {f.name for f in files} == {"decoding.json", BUNDLED_LM}
-    back = Decoding.of_model(tmp_path)
-    assert back.options == DecodingOptions(method="beam", beam_width=12, lm_weight=0.7,
-                                           word_bonus=1.5)  # the engine is each machine's
-    assert back.lm.vocab == lm.vocab
-    assert back.lm.log_prob(["two"], "three") == pytest.approx(lm.log_prob(["two"], "three"),
-                                                               abs=1e-4)
-    Decoding(DecodingOptions(method="beam")).save(tmp_path)  # no LM: the old one goes
-    assert not (tmp_path / BUNDLED_LM).exists() and Decoding.of_model(tmp_path).lm is None
-    assert Decoding.of_model(tmp_path / "nothing") is None
-
-
-def test_a_broken_decoding_file_is_named(tmp_path):
-    from speechrnn.decoding import Decoding
-    from speechrnn.errors import InputError
-
-    (tmp_path / "decoding.json").write_text('{"method": "sideways"}')
-    with pytest.raises(InputError, match="decoding.json.*sideways|sideways"):
-        Decoding.of_model(tmp_path)
-    (tmp_path / "decoding.json").write_text('{"beam": 3}')
-    with pytest.raises(InputError, match=r"decoding\.json: not a decoding file"):
-        Decoding.of_model(tmp_path)
-
-
 def test_decoding_describes_itself_for_people():
     assert Decoding().describe() == "greedy"
     assert Decoding(DecodingOptions("beam", beam_width=32)).describe() == "beam 32"

@@ -127,6 +127,7 @@ def test_speaker_cmvn_pools_each_speakers_utterances(trained, tmp_path):
 
     from speechrnn.audio import load_audio
     from speechrnn.evaluate import _normal, evaluate_model, speaker_statistics
+    from speechrnn.inference import InferenceOptions
     from speechrnn.manifest import read_manifest
     from speechrnn.transcribe import load_transcriber
 
@@ -156,7 +157,7 @@ def test_speaker_cmvn_pools_each_speakers_utterances(trained, tmp_path):
     import shutil
 
     shutil.copytree(trained.model_dir, path)
-    meta = json.loads((path / "model.json").read_text())
-    (path / "model.json").write_text(json.dumps({**meta, "speaker_cmvn": True}))
+    own = InferenceOptions.of_model(path)
+    replace(own, speaker_cmvn=True).save(path)  # as a recipe with eval.speaker_cmvn saves it
     assert load_transcriber(path).speaker_cmvn is True
     assert load_transcriber(path, speaker_cmvn=False).speaker_cmvn is False

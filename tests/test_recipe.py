@@ -26,7 +26,7 @@ def test_the_stages_score_save_the_decoding_and_transcribe(recipe):
     assert set(result.reports) == {"test", "dev"}
     assert set(result.reports["test"]) == {"greedy", "beam_lm"}
     assert result.reports["dev"]["greedy"].rates.utterances == 4
-    assert (recipe.model_dir / "decoding.json").is_file()  # the model's own decoding now
+    assert (recipe.model_dir / "inference.json").is_file()  # the model's own decoding now
     assert result.transcript is not None and result.training is None
     text = "\n".join(said)
     assert "test (greedy): WER" in text and "hypothesis:" in text and "== done in" in text

@@ -38,7 +38,7 @@ def test_run_py_evaluates_and_transcribes_a_trained_model(trained, tmp_path):
     copy = tmp_path / Path(trained.config).name  # its name names the registered model
     copy.write_text(yaml.safe_dump(config))
     model_dir = tmp_path / "run" / "model"
-    assert not (model_dir / "decoding.json").exists()
+    assert json.loads((model_dir / "inference.json").read_text())["decoder"] == "greedy"
     client = mlflow.MlflowClient(uri)
     status = client.get_run(trained.run_id).info.status  # as the run left it
     proc = subprocess.run([sys.executable, "pipelines/run.py", "--config", str(copy),
@@ -64,8 +64,8 @@ def test_run_py_evaluates_and_transcribes_a_trained_model(trained, tmp_path):
     assert min(float(r[2]) for r in chosen) == pytest.approx(metrics["dev_tuned_wer"], abs=1e-4)
     # the tuned beam search + LM is now the model's own, and registered as version 2
     assert "saved with the model" in out and "registered again" in out
-    saved = json.loads((model_dir / "decoding.json").read_text())
-    assert saved["method"] == "beam" and saved["lm"] == "lm.arpa"
+    saved = json.loads((model_dir / "inference.json").read_text())
+    assert saved["decoder"] == "beam" and saved["lm"] == "lm.arpa"
     assert (saved["lm_weight"], saved["word_bonus"]) == (metrics["dev_tuned_lm_weight"],
                                                          metrics["dev_tuned_word_bonus"])
     assert load_transcriber(model_dir).options.lm_weight == saved["lm_weight"]
@@ -74,7 +74,7 @@ def test_run_py_evaluates_and_transcribes_a_trained_model(trained, tmp_path):
     assert json.loads((model_dir / "mlflow.json").read_text())["version"] == 2
     assert client.get_run(trained.run_id).info.status == status  # logging again keeps it
     registered = download_model(f"models:/{trained.name}/2", uri)
-    assert (registered / "lm.arpa").is_file() and (registered / "decoding.json").is_file()
+    assert (registered / "lm.arpa").is_file() and (registered / "inference.json").is_file()
 
 
 def test_prepare_stage_loads_neither_tensorflow_nor_mlflow(trained):
