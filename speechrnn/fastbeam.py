@@ -25,6 +25,7 @@ The LM is an ARPA file (KenLM needs at least a bigram section); the same file re
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -36,6 +37,12 @@ import numpy as np
 
 from .errors import InputError, MissingDependencyError
 from .text import Alphabet
+
+log = logging.getLogger(__name__)
+
+# flashlight's Trie keeps at most this many words under one spelling (kTrieMaxLabel); more
+# are dropped with a message on stderr
+TRIE_MAX_WORDS = 6
 
 if TYPE_CHECKING:
     from .decoding import DecodingOptions
@@ -110,14 +117,35 @@ class LexiconBeamSearch:
         # separator (__call__ adds one after the last frame); partial words smeared with the
         # best unigram log10 probability they can still become
         self.trie = Trie(alphabet.size, self.separator)
-        unigram = self.lm.start(True)
-        for index, word in enumerate(words, start=1):
-            score = self.lm.score(unigram, index)[1]
-            for spelling in alphabet.spellings(word):
-                self.trie.insert(spelling + [self.separator], index, score)
+        self.left_out = self._fill_trie(words)
         self.trie.smear(SmearingMode.MAX)
         self.options = options
         self._local = threading.local()
+
+    def _fill_trie(self, words: list[str]) -> list[str]:
+        """Insert each word's spellings, likeliest word first (unigram score): a spelling
+        holds at most :data:`TRIE_MAX_WORDS` words (homophones: a phone model's "i", "eye",
+        "aye", ...), so the unlikeliest of a larger set are the ones left out. Returns
+        those words (logged once)."""
+        unigram = self.lm.start(True)
+        scored = sorted(((self.lm.score(unigram, index)[1], index, word)
+                         for index, word in enumerate(words, start=1)),
+                        key=lambda item: -item[0])  # stable: alphabetical among equals
+        taken: dict[tuple[int, ...], int] = {}
+        left_out = []
+        for score, index, word in scored:
+            for spelling in self.alphabet.spellings(word):
+                key = tuple(spelling)
+                if taken.get(key, 0) >= TRIE_MAX_WORDS:
+                    left_out.append(word)
+                    continue
+                taken[key] = taken.get(key, 0) + 1
+                self.trie.insert(spelling + [self.separator], index, score)
+        if left_out:
+            log.info("%d words share a spelling with %d likelier ones and cannot be "
+                     "output: %s", len(left_out), TRIE_MAX_WORDS,
+                     ", ".join(sorted(set(left_out))[:20]))
+        return left_out
 
     def _decoder(self, options: DecodingOptions):
         """This thread's decoder for ``options`` (beam width, LM weight, word bonus): cheap

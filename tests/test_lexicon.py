@@ -224,6 +224,25 @@ def test_a_phone_model_finds_words_in_its_lexicon_without_an_lm():
 
 
 @needs_flashlight
+def test_of_more_homophones_than_a_spelling_holds_the_likeliest_are_kept(tmp_path):
+    """flashlight's trie keeps 6 words under one spelling: with 8 words pronounced AY, the
+    two the LM finds least likely are left out, never the common "i"."""
+    from speechrnn.decoding import lexicon_search
+    from speechrnn.fastbeam import TRIE_MAX_WORDS
+    from speechrnn.lm_build import lm_from_texts
+
+    words = ["ai", "ay", "aye", "ei", "ey", "eye", "i", "y"]
+    units = PhoneAlphabet(Lexicon({w: (("AY",),) for w in words}))
+    lm = lm_from_texts(["i"] * 50 + ["eye"] * 5 + words, 1)
+    lm.write_arpa(tmp_path / "lm.arpa")
+    options = DecodingOptions("beam", beam_width=8)
+    search = lexicon_search(units, options, lm)
+    assert len(search.left_out) == len(words) - TRIE_MAX_WORDS
+    assert "i" not in search.left_out and "eye" not in search.left_out
+    assert decode_text(frames_of(units, spelled(units, "AY")), units, options, lm) == "i"
+
+
+@needs_flashlight
 def test_a_phone_model_decodes_with_the_word_lm(tmp_path):
     from speechrnn.decoding import lexicon_search
     from speechrnn.lm import WordLM
