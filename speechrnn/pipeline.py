@@ -110,12 +110,14 @@ def recipe_decoding(cfg: Config, method: str = "beam",
 def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
             run_id: str | None = None, out: str | Path | None = None,
             backend: str = "auto", progress: bool | None = None,
-            speaker_cmvn: bool | None = None) -> tuple[Decoding, list]:
+            speaker_cmvn: bool | None = None,
+            tracking_uri: str | None = None) -> tuple[Decoding, list]:
     """The LM weight and word bonus of beam search chosen on ``manifest`` (dev, never
     test) among ``pairs``: ``decoding`` with the best of them, and the table of every pair
     tried. ``out``: the table is written there as ``lm_tuning.tsv``; ``run_id``: the chosen
     values are logged as metrics (``dev_tuned_lm_weight``, ``dev_tuned_word_bonus``) and
-    the table as an artifact of that MLflow run."""
+    the table as an artifact of that MLflow run (in the store ``tracking_uri``, else
+    ``$MLFLOW_TRACKING_URI`` or the project's)."""
 
     transcriber = load(model, decoding, backend, speaker_cmvn=speaker_cmvn)
     options, table = search_lm_weights(transcriber, read_manifest(manifest), list(pairs), progress)
@@ -132,7 +134,8 @@ def tune_lm(model, manifest: str | Path, decoding: Decoding, pairs, *,
 
         log_to_run(run_id, {"dev_tuned_lm_weight": options.lm_weight,
                             "dev_tuned_word_bonus": options.word_bonus,
-                            "dev_tuned_wer": min(r["wer"] for r in table)}, files, "evaluation")
+                            "dev_tuned_wer": min(r["wer"] for r in table)}, files, "evaluation",
+                   tracking_uri)
     return replace(decoding, options=options), table
 
 
@@ -204,7 +207,8 @@ class Report:
 def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
              out: str | Path | None = None, run_id: str | None = None,
              name: str | None = None, backend: str = "auto", vad: bool = True,
-             progress: bool | None = None, speaker_cmvn: bool | None = None) -> Report:
+             progress: bool | None = None, speaker_cmvn: bool | None = None,
+             tracking_uri: str | None = None) -> Report:
     """WER and CER of ``model`` (as :func:`load` takes it) on a manifest.
 
     ``out``: write the report there (utterances.csv, alignment.txt, word_errors.csv,
@@ -230,7 +234,7 @@ def evaluate(model, manifest: str | Path, decoding: Decoding | None = None, *,
         log_to_run(run_id, {f"{tag}_{k}": getattr(rates, k) for k in
                             ("wer", "cer", "substitutions", "deletions", "insertions", "per")
                             if getattr(rates, k) is not None},
-                   report.files, f"evaluation/{tag}")
+                   report.files, f"evaluation/{tag}", tracking_uri)
     return report
 
 

@@ -67,7 +67,7 @@ def run_recipe(cfg: Config, stages: Sequence[str] = STAGES, corpora: str | None 
     if "train" in stages:
         result.training = train_stage(cfg, corpora, fresh, progress, say)
         result.model_dir = result.training.model_dir
-    result.run_id = _run_id(result.model_dir)
+    result.run_id = _run_id(result.model_dir) if cfg.tracking.enabled else None
     if "evaluate" in stages:
         result.reports = evaluate_stage(cfg, result.model_dir, result.run_id, corpora,
                                         progress, say, sets)
@@ -124,7 +124,7 @@ def recipe_decodings(cfg: Config, model_dir: Path, run_id, corpora, progress, sa
         decodings["beam"], table = pipeline.tune_lm(
             model_dir, cfg.data.manifest("dev"), decodings["beam"], cfg.eval.tuning,
             run_id=run_id, out=model_dir.parent, progress=progress,
-            speaker_cmvn=cfg.eval.speaker_cmvn)
+            speaker_cmvn=cfg.eval.speaker_cmvn, tracking_uri=cfg.tracking.uri)
         best = decodings["beam"].options
         say(f"LM weight {best.lm_weight:g}, word bonus {best.word_bonus:g}: chosen on dev "
             f"among {len(table)} pairs (dev WER {100 * min(r['wer'] for r in table):.1f} %; "
@@ -151,7 +151,8 @@ def evaluate_stage(cfg: Config, model_dir: Path, run_id, corpora, progress, say,
             out = model_dir.parent / f"eval{tag}-{decoding.name.replace('_', '-')}"
             report = pipeline.evaluate(model_dir, cfg.data.manifest(name), decoding, out=out,
                                        run_id=run_id, name=name, progress=progress,
-                                       speaker_cmvn=cfg.eval.speaker_cmvn)
+                                       speaker_cmvn=cfg.eval.speaker_cmvn,
+                                       tracking_uri=cfg.tracking.uri)
             reports.setdefault(name, {})[decoding.name] = report
             per = report.rates.per
             say(f"{name} ({decoding.describe()}): WER {100 * report.rates.wer:.1f} %  CER "

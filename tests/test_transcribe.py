@@ -277,6 +277,7 @@ def test_a_model_decodes_as_its_saved_decoding_says(trained, tmp_path):
 
     import speechrnn
     from speechrnn.decoding import Decoding, DecodingOptions
+    from speechrnn.inference import save_decoding
     from speechrnn.lm_build import lm_from_texts
 
     model = shutil.copytree(trained.model_dir, tmp_path / "model")
@@ -285,7 +286,7 @@ def test_a_model_decodes_as_its_saved_decoding_says(trained, tmp_path):
     greedy = speechrnn.load_model(model)
     assert greedy.options.method == "greedy" and greedy.lm is None
     lm = lm_from_texts([r.text for r in read_manifest(trained.corpus / "train.jsonl")])
-    Decoding(DecodingOptions(method="beam", beam_width=8, lm_weight=0.5), lm).save(model)
+    save_decoding(model, Decoding(DecodingOptions(method="beam", beam_width=8, lm_weight=0.5), lm))
     own = speechrnn.load_model(model)
     assert own.options.method == "beam" and own.options.lm_weight == 0.5
     assert own.lm is not None and own.lm.vocab == lm.vocab
