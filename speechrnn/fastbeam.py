@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,15 +132,15 @@ class LexiconBeamSearch:
         scored = sorted(((self.lm.score(unigram, index)[1], index, word)
                          for index, word in enumerate(words, start=1)),
                         key=lambda item: -item[0])  # stable: alphabetical among equals
-        taken: dict[tuple[int, ...], int] = {}
+        taken: Counter[tuple[int, ...]] = Counter()
         left_out = []
         for score, index, word in scored:
             for spelling in self.alphabet.spellings(word):
                 key = tuple(spelling)
-                if taken.get(key, 0) >= TRIE_MAX_WORDS:
+                if taken[key] >= TRIE_MAX_WORDS:
                     left_out.append(word)
                     continue
-                taken[key] = taken.get(key, 0) + 1
+                taken[key] += 1
                 self.trie.insert(spelling + [self.separator], index, score)
         if left_out:
             log.info("%d words share a spelling with %d likelier ones and cannot be "

@@ -49,7 +49,7 @@ class InferenceOptions:
     backend: str = "auto"  # the network: auto | onnx | keras
 
     def __post_init__(self):
-        self.decoding  # noqa: B018  (checks decoder, engine and beam width)
+        DecodingOptions(self.decoder, self.beam_width, engine=self.engine)  # checks them
         if self.backend not in ("auto", "onnx", "keras"):
             raise InputError(f"backend must be auto, onnx or keras, not {self.backend!r}")
         if not self.edge_pad_s >= 0:
